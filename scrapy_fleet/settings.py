@@ -1,0 +1,27 @@
+"""Project settings for the bundled spiders; they also show what a user project adds.
+
+Only the three ``fleet`` lines (SCHEDULER, DUPEFILTER_CLASS and the extension) are
+needed to put any Scrapy project on the shared Redis frontier.
+"""
+
+BOT_NAME = "scrapy_fleet"
+SPIDER_MODULES = ["scrapy_fleet.spiders"]
+NEWSPIDER_MODULE = "scrapy_fleet.spiders"
+
+# The fleet frontier: requests, seen-set, leases and stats live in Redis.
+SCHEDULER = "scrapy_fleet.frontier.scheduler.FleetScheduler"
+DUPEFILTER_CLASS = "scrapy_fleet.frontier.dupefilter.FleetDupeFilter"
+
+# REDIS_URL unset (here and in the environment) starts the embedded server under .fleet/.
+# REDIS_URL = "redis://localhost:6379/0"
+
+ITEM_PIPELINES = {
+    "scrapy_fleet.pipelines.JsonLinesPipeline": 800,
+}
+
+ROBOTSTXT_OBEY = True
+DOWNLOAD_TIMEOUT = 10
+RETRY_TIMES = 2
+FEED_EXPORT_ENCODING = "utf-8"
+TELNETCONSOLE_ENABLED = False
+LOG_LEVEL = "INFO"
