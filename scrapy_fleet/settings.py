@@ -1,16 +1,15 @@
 """Project settings for the bundled spiders; they also show what a user project adds.
 
-Only the three ``fleet`` lines (SCHEDULER, DUPEFILTER_CLASS and the extension) are
-needed to put any Scrapy project on the shared Redis frontier.
+Only the ADDONS line is needed to put any Scrapy project on the shared Redis frontier.
 """
 
 BOT_NAME = "scrapy_fleet"
 SPIDER_MODULES = ["scrapy_fleet.spiders"]
 NEWSPIDER_MODULE = "scrapy_fleet.spiders"
 
-# The fleet frontier: requests, seen-set, leases and stats live in Redis.
-SCHEDULER = "scrapy_fleet.frontier.scheduler.FleetScheduler"
-DUPEFILTER_CLASS = "scrapy_fleet.frontier.dupefilter.FleetDupeFilter"
+# The fleet frontier: requests, seen-set, leases and stats live in Redis. The add-on sets
+# SCHEDULER, DUPEFILTER_CLASS and the start middleware (scrapy_fleet/addon.py).
+ADDONS = {"scrapy_fleet.addon.FleetAddon": 0}
 
 # REDIS_URL unset (here and in the environment) starts the embedded server under .fleet/.
 # REDIS_URL = "redis://localhost:6379/0"

@@ -1,0 +1,1 @@
+"""The fleet frontier: Scrapy scheduler and dupefilter whose state lives in Redis."""

@@ -1,0 +1,82 @@
+"""Every Redis key of one crawl, built in this one place.
+
+All keys of a crawl share the prefix ``<FLEET_KEY_PREFIX>:{<spider>}:``. The braces are a
+Redis Cluster hash tag: every key of a crawl lives in one slot, so each Lua script may
+touch all of them (including the per-slot queues and per-worker leases it derives).
+"""
+
+from __future__ import annotations
+
+
+class CrawlKeys:
+    def __init__(self, prefix: str, spider: str) -> None:
+        self.base = f"{prefix}:{{{spider}}}:"
+
+    # the fixed keys; see README "Redis key schema" for what each holds
+    @property
+    def seq(self) -> str:
+        return self.base + "seq"
+
+    @property
+    def seen(self) -> str:
+        return self.base + "seen"
+
+    @property
+    def payload(self) -> str:
+        return self.base + "payload"
+
+    @property
+    def ready(self) -> str:
+        return self.base + "ready"
+
+    @property
+    def delayed(self) -> str:
+        return self.base + "delayed"
+
+    @property
+    def nextok(self) -> str:
+        return self.base + "nextok"
+
+    @property
+    def slot_delay(self) -> str:
+        return self.base + "slotdelay"
+
+    @property
+    def inflight(self) -> str:
+        return self.base + "inflight"
+
+    @property
+    def workers(self) -> str:
+        return self.base + "workers"
+
+    @property
+    def seeding(self) -> str:
+        return self.base + "seeding"
+
+    @property
+    def stats(self) -> str:
+        return self.base + "stats"
+
+    @property
+    def state(self) -> str:
+        return self.base + "state"
+
+    # the derived keys: the scripts build these from ``queue_prefix`` / ``lease_prefix``
+    @property
+    def queue_prefix(self) -> str:
+        return self.base + "q:"
+
+    @property
+    def lease_prefix(self) -> str:
+        return self.base + "lease:"
+
+    def queue(self, slot: str) -> str:
+        return self.queue_prefix + slot
+
+    def lease(self, worker: str) -> str:
+        return self.lease_prefix + worker
+
+    @property
+    def pattern(self) -> str:
+        """Matches every key of this crawl (for a fresh start)."""
+        return self.base.replace("{", "\\{").replace("}", "\\}") + "*"

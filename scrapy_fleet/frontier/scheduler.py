@@ -1,0 +1,381 @@
+"""FleetScheduler: Scrapy's scheduler interface over the shared Redis frontier.
+
+Life of a request in a worker:
+
+1. ``enqueue_request`` encodes it (failing here, in the process that made it, if it cannot
+   be stored) and buffers it; buffered pushes go to Redis in one script call.
+2. ``next_request`` leases a batch from Redis (one round trip that also carries the
+   buffered pushes and acks) and hands them to the engine one by one.
+3. When the engine has finished with a request (its callback or errback output handed on,
+   or the redirect/retry that replaced it enqueued), the request is acknowledged.
+4. A worker that dies keeps its leases only until its heartbeat is stale; then any live
+   worker puts them back in the queue. A worker that stops cleanly hands them back.
+
+The crawl is finished when nothing is pending, nothing is leased, no live worker is still
+feeding start requests, and they have been fed at least once: only then does
+``has_pending_requests`` say no, and the engine closes the spider as "finished".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+import weakref
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from scrapy.core.scheduler import BaseScheduler
+from scrapy.utils.defer import deferred_from_coro
+from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.misc import build_from_crawler, load_object
+from twisted.internet import task
+
+from scrapy_fleet.config import FleetConfig
+from scrapy_fleet.frontier import codec
+from scrapy_fleet.frontier.dupefilter import FleetDupeFilter
+from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.frontier.queue import PushEntry, RedisFrontier
+from scrapy_fleet.redis_server import (
+    RedisUnavailable,
+    connect,
+    ensure_embedded_server,
+    redact,
+    resolve_url,
+)
+
+if TYPE_CHECKING:
+    from scrapy import Request, Spider
+    from scrapy.crawler import Crawler
+    from scrapy.statscollectors import StatsCollector
+    from typing_extensions import Self
+
+logger = logging.getLogger(__name__)
+
+_SCHEDULERS: weakref.WeakKeyDictionary[Any, FleetScheduler] = weakref.WeakKeyDictionary()
+_PUSH_BUFFER_LIMIT = 64  # buffered pushes that force a flush from enqueue_request
+_INVALID_LOGGED = 5  # invalid queue entries logged at WARNING; the rest are only counted
+# worker-side Scrapy stats added to the crawl totals in Redis (for progress displays)
+TOTALS = {
+    "response_received_count": "pages",
+    "item_scraped_count": "items",
+    "log_count/ERROR": "errors",
+    "downloader/exception_count": "download_errors",
+}
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class FleetScheduler(BaseScheduler):
+    def __init__(
+        self,
+        *,
+        config: FleetConfig,
+        dupefilter: FleetDupeFilter,
+        stats: StatsCollector,
+        crawler: Crawler | None = None,
+        concurrent_requests: int = 16,
+    ) -> None:
+        self.config = config
+        self.df = dupefilter
+        self.stats = stats
+        self.crawler = crawler
+        self.concurrent_requests = concurrent_requests
+        self.worker_id = new_worker_id()
+        self.frontier: RedisFrontier | None = None
+        self.spider: Spider | None = None
+        self.finished = False
+        self.fatal: str | None = None
+        self._buffer: deque[tuple[str, bytes | None]] = deque()  # leased, not yet handed out
+        self._held: set[str] = set()  # lease ids handed to the engine, not yet finished
+        self._pushes: list[PushEntry] = []
+        self._push_requests: list[Request] = []
+        self._acks: list[str] = []
+        self._invalid: list[str] = []
+        self._seeding = False
+        self._empty_until = 0.0
+        self._last_beat = 0.0
+        self._totals_sent: dict[str, int] = {}
+        self._tick: task.LoopingCall | None = None
+        self._invalid_logged = 0
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        dupefilter = build_from_crawler(load_object(crawler.settings["DUPEFILTER_CLASS"]), crawler)
+        if not isinstance(dupefilter, FleetDupeFilter):
+            raise ValueError(
+                "FleetScheduler needs DUPEFILTER_CLASS = "
+                "'scrapy_fleet.frontier.dupefilter.FleetDupeFilter' (or a subclass)"
+            )
+        assert crawler.stats is not None
+        scheduler = cls(
+            config=FleetConfig.from_settings(crawler.settings),
+            dupefilter=dupefilter,
+            stats=crawler.stats,
+            crawler=crawler,
+            concurrent_requests=crawler.settings.getint("CONCURRENT_REQUESTS"),
+        )
+        _SCHEDULERS[crawler] = scheduler
+        return scheduler
+
+    @classmethod
+    def of(cls, crawler: Crawler) -> FleetScheduler | None:
+        """The fleet scheduler of a crawler, if it uses one (for the start middleware)."""
+        return _SCHEDULERS.get(crawler)
+
+    # --- opening and closing --------------------------------------------------------
+
+    def open(self, spider: Spider) -> None:
+        self.spider = spider
+        config = self.config
+        embedded = config.redis_url is None
+        url = config.redis_url or "embedded"
+        try:
+            url = resolve_url(config.redis_url, config.data_dir)
+            self.frontier = RedisFrontier(
+                connect(url),
+                CrawlKeys(config.key_prefix, spider.name),
+                self.worker_id,
+                url=url,
+                lease_timeout=config.lease_timeout,
+                download_delay=config.download_delay,
+                concurrency_per_slot=config.concurrency_per_slot,
+                retry_timeout=config.redis_retry_timeout,
+                on_connection_lost=(lambda: ensure_embedded_server(config.data_dir)) if embedded else None,
+            )
+            outcome = self.frontier.open(fresh=config.fresh)
+        except RedisUnavailable as exc:
+            self.fatal = str(exc)
+            logger.error("Cannot open the fleet frontier: %s", exc)
+            raise SystemExit(f"scrapy-fleet: {exc}") from None
+        logger.info(
+            "Fleet frontier for %r on %s, worker %s: %s crawl",
+            spider.name, redact(url), self.worker_id, outcome,
+        )
+        self.stats.set_value("fleet/worker", self.worker_id)
+        self._install_finish_hook()
+        self._tick = task.LoopingCall(self._on_tick)
+        self._tick.start(config.poll_interval, now=False).addErrback(
+            lambda f: logger.error("fleet scheduler tick failed: %s", f.getTraceback())
+        )
+
+    def close(self, reason: str) -> None:
+        if self._tick is not None and self._tick.running:
+            self._tick.stop()
+        if self.frontier is None:
+            return
+        try:
+            self._flush()
+            handed_back = self.frontier.leave()
+        except RedisUnavailable as exc:
+            logger.error(
+                "Could not hand back leased requests (%s); they return to the queue "
+                "%.0f s after this worker's last heartbeat", exc, self.config.lease_timeout,
+            )
+            return
+        finally:
+            self.frontier.client.close()
+        if handed_back:
+            logger.info("Handed %d unfinished requests back to the frontier", handed_back)
+            self.stats.inc_value("fleet/requeued", handed_back)
+        logger.info("Fleet worker %s closed (%s)", self.worker_id, reason)
+
+    # --- the scheduler interface ----------------------------------------------------
+
+    def has_pending_requests(self) -> bool:
+        # Until the whole crawl is finished, this worker may still get work: another
+        # worker can add links at any moment, or die and leave its leases to us.
+        return bool(self._buffer or self._pushes) or not self.finished
+
+    def enqueue_request(self, request: Request) -> bool:
+        blob = codec.encode(request, self.spider)  # raises here, in the producing process
+        fingerprint = b"" if request.dont_filter else self.df.fingerprint(request)
+        slot = request.meta.get("download_slot") or urlparse_cached(request).hostname or ""
+        self._pushes.append((fingerprint, str(slot), int(request.priority), blob))
+        self._push_requests.append(request)
+        if len(self._pushes) >= _PUSH_BUFFER_LIMIT:
+            self._guarded(self._flush)
+        return True
+
+    def next_request(self) -> Request | None:
+        # An empty pop is not retried before the next tick, unless we have new links of
+        # our own to push (they go in the same round trip as the pop).
+        if not self._buffer and not self.finished and (
+            self._pushes or time.monotonic() >= self._empty_until
+        ):
+            self._guarded(self._fill)
+        while self._buffer:
+            lease, blob = self._buffer.popleft()
+            try:
+                request = codec.decode(blob, self.spider)
+            except codec.InvalidEntry as exc:
+                self._reject(lease, blob, exc)
+                continue
+            request.meta[codec.LEASE_META_KEY] = lease
+            self._held.add(lease)
+            return request
+        return None
+
+    # --- Redis round trips ----------------------------------------------------------
+
+    def _fill(self) -> None:
+        free = self.concurrent_requests
+        if self.crawler is not None and self.crawler.engine is not None:
+            free -= len(self.crawler.engine.downloader.active)
+        popped = self._flush(pop=max(1, min(self.config.batch_size, free)))
+        if popped:
+            self._buffer.extend(popped)
+            self.stats.inc_value("fleet/leased", len(popped))
+        else:
+            self._empty_until = time.monotonic() + self.config.poll_interval
+
+    def _flush(self, pop: int = 0) -> list[tuple[str, bytes | None]]:
+        assert self.frontier is not None
+        pushes, requests = self._pushes, self._push_requests
+        acks, invalid = self._acks, self._invalid
+        self._pushes, self._push_requests, self._acks, self._invalid = [], [], [], []
+        try:
+            result = self.frontier.flush(
+                pushes, acks, invalid, pop=pop, held=self._held | {i for i, _ in self._buffer}
+            )
+        except BaseException:
+            # keep everything for the next attempt (or for the lease timeout to recover)
+            self._pushes, self._push_requests = pushes + self._pushes, requests + self._push_requests
+            self._acks, self._invalid = acks + self._acks, invalid + self._invalid
+            raise
+        if pushes:
+            added = sum(result.pushed)
+            self.stats.inc_value("fleet/enqueued", added)
+            if added < len(pushes):
+                self.stats.inc_value("fleet/duplicate", len(pushes) - added)
+                for request, ok in zip(requests, result.pushed):
+                    if not ok:
+                        self.df.log(request, self.spider)
+        if acks:
+            self.stats.inc_value("fleet/acked", len(acks))
+        return result.popped
+
+    def _reject(self, lease: str, blob: bytes | None, exc: Exception) -> None:
+        self.stats.inc_value("fleet/invalid")
+        self._invalid.append(lease)
+        if self._invalid_logged < _INVALID_LOGGED:
+            self._invalid_logged += 1
+            logger.warning(
+                "Dropped invalid queue entry %s (%s; %d bytes, starts %r); it was not run",
+                lease, exc, len(blob or b""), (blob or b"")[:16],
+            )
+
+    # --- the end of a request -------------------------------------------------------
+
+    def _install_finish_hook(self) -> None:
+        """Acknowledge a request once the engine is done with it.
+
+        Every downloaded request (response, failure, or a replacement request from a
+        redirect or retry) ends in ``ExecutionEngine._handle_downloader_output``, whose
+        Deferred fires after the callback/errback output has been handed on: requests
+        enqueued, items through the pipelines. Scrapy has no public hook for this moment.
+        """
+        engine = self.crawler.engine if self.crawler is not None else None
+        if engine is None:
+            return
+        original = engine._handle_downloader_output
+
+        def handle_and_finish(result: Any, request: Request) -> Any:
+            d = original(result, request)
+            d.addBoth(self._finished_request, request)
+            return d
+
+        engine._handle_downloader_output = handle_and_finish
+
+    def _finished_request(self, passthrough: Any, request: Request) -> Any:
+        lease = request.meta.get(codec.LEASE_META_KEY)
+        if lease in self._held:
+            self._held.discard(lease)
+            self._acks.append(lease)
+        return passthrough
+
+    # --- seeding (called by FleetStartMiddleware) -----------------------------------
+
+    def begin_seeding(self) -> None:
+        assert self.frontier is not None
+        self._seeding = True
+        self._guarded(lambda: self.frontier.set_seeding(True))
+
+    def end_seeding(self, *, complete: bool) -> None:
+        """Start requests are all in the frontier (or the feed was aborted)."""
+        assert self.frontier is not None
+
+        def run() -> None:
+            self._flush()
+            if complete:
+                self.frontier.set_seeding(False)
+            else:
+                self.frontier.client.srem(self.frontier.keys.seeding, self.worker_id)
+
+        self._seeding = False
+        self._guarded(run)
+
+    # --- the periodic tick ----------------------------------------------------------
+
+    def _on_tick(self) -> None:
+        self._guarded(self._tick_once)
+
+    def _tick_once(self) -> None:
+        assert self.frontier is not None
+        now = time.monotonic()
+        if self._pushes or self._acks or self._invalid:
+            self._flush()
+        if now - self._last_beat >= self.config.heartbeat_interval:
+            self._last_beat = now
+            self.frontier.heartbeat()
+            for worker, count in self.frontier.reclaim():
+                logger.warning(
+                    "Worker %s stopped heartbeating; %d of its requests are back in the queue",
+                    worker, count,
+                )
+                self.stats.inc_value("fleet/reclaimed", count)
+            self._send_totals()
+        if self._buffer or self.finished:
+            return
+        if not (self._held or self._seeding):
+            # locally idle: is the whole crawl finished?
+            if self.frontier.check_finished(keep_alive=self.config.keep_alive).finished:
+                self._send_totals()
+                self.finished = True
+                logger.info("Crawl finished: the frontier is empty and no worker holds work")
+        self._empty_until = 0.0
+        self._wake_engine()
+
+    def _send_totals(self) -> None:
+        assert self.frontier is not None
+        current = {field: int(self.stats.get_value(stat, 0)) for stat, field in TOTALS.items()}
+        deltas = {f: v - self._totals_sent.get(f, 0) for f, v in current.items()}
+        self.frontier.add_totals(deltas)
+        self._totals_sent = current
+
+    def _wake_engine(self) -> None:
+        # The engine only polls an idle scheduler every 5 s; nudge it when work may exist.
+        slot = getattr(self.crawler.engine, "_slot", None) if self.crawler and self.crawler.engine else None
+        if slot is not None:
+            slot.nextcall.schedule()
+
+    def _guarded(self, operation: Any) -> None:
+        """Run a Redis operation; if Redis stays away past the deadline, stop the crawl."""
+        try:
+            operation()
+        except RedisUnavailable as exc:
+            if self.fatal is None:
+                self.fatal = str(exc)
+                logger.error(
+                    "%s. Stopping this worker; its leased requests return to the queue "
+                    "when Redis is back and the lease times out.", exc,
+                )
+                self.stats.set_value("fleet/fatal", str(exc))
+                if self.crawler is not None and self.crawler.engine is not None:
+                    deferred_from_coro(
+                        self.crawler.engine.close_spider_async(reason="redis_unavailable")
+                    )

@@ -1,0 +1,57 @@
+"""Feeding ``Spider.start()`` into the shared frontier, and telling other workers so.
+
+While a worker feeds start requests, no other worker may decide the crawl is finished,
+even if the queue is momentarily empty (the list may still be downloading). With
+``FLEET_SEED`` off (``scrapy fleet`` workers after the first), start() is not run at all:
+the worker only takes requests from the frontier.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from scrapy import Request
+
+from scrapy_fleet.frontier.scheduler import FleetScheduler
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from typing_extensions import Self
+
+logger = logging.getLogger(__name__)
+
+
+class FleetStartMiddleware:
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    async def process_start(self, start: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        scheduler = FleetScheduler.of(self.crawler)
+        if scheduler is None:  # not on the fleet frontier: plain Scrapy behaviour
+            async for item_or_request in start:
+                yield item_or_request
+            return
+        if not scheduler.config.seed:
+            logger.info("FLEET_SEED is off: not running start(), taking work from the frontier")
+            return
+        scheduler.begin_seeding()
+        complete = False
+        try:
+            async for item_or_request in start:
+                # start_urls requests are dont_filter; in a fleet every process (and every
+                # resumed run) feeds them again, so they are deduplicated like the rest
+                if isinstance(item_or_request, Request) and item_or_request.dont_filter:
+                    item_or_request = item_or_request.replace(dont_filter=False)
+                yield item_or_request
+            complete = True
+        except Exception:
+            complete = True  # start() failed; what it fed is all there will be
+            raise
+        finally:
+            scheduler.end_seeding(complete=complete)
