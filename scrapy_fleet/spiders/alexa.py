@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 import scrapy
 from scrapy.crawler import Crawler
+from scrapy import exceptions as scrapy_errors
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response, TextResponse
 from scrapy.linkextractors import LinkExtractor
@@ -53,12 +54,16 @@ def failure_reason(failure: Failure) -> str:
         return f"http {exc.response.status}"
     if isinstance(exc, IgnoreRequest):
         return "robots.txt" if "robots.txt" in str(exc) else "ignored"
-    if isinstance(exc, (net_error.TimeoutError, net_error.TCPTimedOutError)):
+    if isinstance(exc, (_scrapy_error("DownloadTimeoutError"), net_error.TimeoutError, net_error.TCPTimedOutError)):
         return "timeout"
-    if isinstance(exc, net_error.DNSLookupError):
+    if isinstance(exc, (_scrapy_error("CannotResolveHostError"), net_error.DNSLookupError)):
         return "dns"
-    if isinstance(exc, net_error.ConnectionRefusedError):
+    if isinstance(exc, (_scrapy_error("DownloadConnectionRefusedError"), net_error.ConnectionRefusedError)):
         return "connection refused"
+    if isinstance(exc, _scrapy_error("ResponseDataLossError")):
+        return "data loss"
+    if isinstance(exc, _scrapy_error("UnsupportedURLSchemeError")):
+        return "unsupported scheme"
     if isinstance(exc, (net_error.ConnectionLost, net_error.ConnectionDone, ResponseFailed, ResponseNeverReceived)):
         if any("SSL" in type(e).__name__ or "TLS" in type(e).__name__ for e in _wrapped(exc)):
             return "tls"
@@ -67,6 +72,11 @@ def failure_reason(failure: Failure) -> str:
         return "connection failed"
     name = type(exc).__name__
     return "tls" if "SSL" in name or "TLS" in name else name
+
+
+def _scrapy_error(name: str) -> type[BaseException] | tuple[()]:
+    """Scrapy 2.14+ wraps download errors in its own classes; older ones raise Twisted's."""
+    return getattr(scrapy_errors, name, ())
 
 
 def _wrapped(exc: BaseException) -> Iterator[BaseException]:
