@@ -28,6 +28,7 @@ DEFAULT_LIST_URL = "https://tranco-list.eu/top-1m.csv.zip"
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9/._~!$&'()*+,;=:@%-]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +68,13 @@ def normalize_host(host: str) -> str:
         return host
     except ValueError:
         pass
-    try:
-        ascii_host = idna.encode(host, uts46=True).decode("ascii")
-    except (idna.IDNAError, UnicodeError) as exc:
-        raise BadRow(f"bad domain ({exc.__class__.__name__})") from None
+    if host.isascii():  # the common case, fast: IDNA of an ASCII name is its lower case
+        ascii_host = host.lower()
+    else:
+        try:
+            ascii_host = idna.encode(host, uts46=True).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
+            raise BadRow(f"bad domain ({exc.__class__.__name__})") from None
     labels = ascii_host.split(".")
     if len(labels) < 2 or len(ascii_host) > 253:
         raise BadRow("bad domain")
@@ -102,7 +106,9 @@ def parse_row(line: str) -> tuple[int, str, str]:
     rank = int(rank_text)
     if rank < 1:
         raise BadRow("bad rank")
-    if "://" in entry or any(ch.isspace() for ch in entry):
+    if not entry:
+        raise BadRow("empty domain")
+    if "://" in entry or len(entry.split()) != 1:
         raise BadRow("bad domain")
     hostport, slash, path = entry.partition("/")
     host, colon, port = hostport.partition(":")
@@ -112,7 +118,9 @@ def parse_row(line: str) -> tuple[int, str, str]:
             raise BadRow("bad port")
         host = f"{host}:{int(port)}"
     path = f"/{path}" if slash else ""
-    url = safe_url_string(f"http://{host}{path or '/'}")
+    url = f"http://{host}{path or '/'}"
+    if path and not _SAFE_PATH.match(path):
+        url = safe_url_string(url)  # percent-encode what a URL cannot carry as is
     return rank, f"{host}{path}", url
 
 
