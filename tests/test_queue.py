@@ -1,0 +1,179 @@
+"""RedisFrontier against a real Redis: order, dedupe, leases, politeness, the end."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.frontier.queue import RedisFrontier
+
+
+def make(redis_client, redis_url, key_prefix, worker="w1", **kwargs) -> RedisFrontier:
+    frontier = RedisFrontier(
+        redis_client, CrawlKeys(key_prefix, "spider"), worker, url=redis_url, **kwargs
+    )
+    frontier.open(fresh=False)
+    return frontier
+
+
+@pytest.fixture
+def frontier(redis_client, redis_url, key_prefix) -> RedisFrontier:
+    return make(redis_client, redis_url, key_prefix, concurrency_per_slot=100)
+
+
+def fp(n: int) -> bytes:
+    return n.to_bytes(20, "big")
+
+
+def ids(popped) -> list[bytes]:
+    return [blob for _, blob in popped]
+
+
+def test_priority_first_then_fifo_across_slots(frontier):
+    frontier.flush([
+        (fp(1), "a", 0, b"a0-first"),
+        (fp(2), "b", 0, b"b0-second"),
+        (fp(3), "a", 5, b"a5"),
+        (fp(4), "c", -1, b"c-1"),
+        (fp(5), "b", 5, b"b5"),
+        (fp(6), "a", 0, b"a0-third"),
+    ])
+    popped = frontier.flush(pop=10).popped
+    assert ids(popped) == [b"a5", b"b5", b"a0-first", b"b0-second", b"a0-third", b"c-1"]
+
+
+def test_dedupe_is_part_of_the_push_and_dont_filter_bypasses_it(frontier):
+    result = frontier.flush([
+        (fp(1), "a", 0, b"one"),
+        (fp(1), "a", 0, b"one again, same batch"),
+        (b"", "a", 0, b"unfiltered"),
+        (b"", "a", 0, b"unfiltered twice"),
+    ])
+    assert result.pushed == [True, False, True, True]
+    assert frontier.flush([(fp(1), "a", 0, b"one, later")]).pushed == [False]
+    assert len(frontier.flush(pop=10).popped) == 3
+    stats = frontier.status()["stats"]
+    assert stats["duplicate"] == 2 and stats["enqueued"] == 3
+    # fingerprints are stored as 20 raw bytes
+    assert frontier.client.smembers(frontier.keys.seen) == {fp(1)}
+
+
+def test_pushes_acks_and_pop_share_one_round_trip(frontier, monkeypatch):
+    frontier.flush([(fp(1), "a", 0, b"x")])
+    lease = frontier.flush(pop=1).popped[0][0]
+    calls = []
+    original = frontier.client.connection_pool.get_connection
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(frontier.client.connection_pool, "get_connection", counting)
+    result = frontier.flush([(fp(2), "a", 0, b"y"), (fp(3), "b", 0, b"z")], acks=[lease], pop=5)
+    assert len(calls) == 1
+    assert ids(result.popped) == [b"y", b"z"]
+    assert frontier.status()["stats"]["acked"] == 1
+
+
+def test_gauges_follow_every_state_change(frontier):
+    frontier.flush([(fp(i), "a", 0, b"x") for i in range(5)])
+    popped = frontier.flush(pop=3).popped
+    assert (frontier.status()["stats"]["pending"], frontier.status()["stats"]["leased"]) == (2, 3)
+    frontier.flush(acks=[popped[0][0]])
+    frontier.requeue([popped[1][0]])
+    stats = frontier.status()["stats"]
+    assert (stats["pending"], stats["leased"], stats["acked"], stats["requeued"]) == (3, 1, 1, 1)
+    # acks are idempotent
+    frontier.flush(acks=[popped[0][0]])
+    assert frontier.status()["stats"]["acked"] == 1
+
+
+def test_in_flight_cap_per_slot_is_fleet_wide(redis_client, redis_url, key_prefix):
+    one = make(redis_client, redis_url, key_prefix, "w1", concurrency_per_slot=2)
+    two = make(redis_client, redis_url, key_prefix, "w2", concurrency_per_slot=2)
+    one.flush([(fp(i), "slow.example", 0, b"s") for i in range(5)] + [(fp(9), "other", 0, b"o")])
+    first = one.flush(pop=1).popped
+    assert ids(two.flush(pop=10).popped) == [b"s", b"o"]  # no third "slow" request
+    assert two.flush(pop=10).popped == []
+    one.flush(acks=[first[0][0]])
+    assert ids(two.flush(pop=10).popped) == [b"s"]
+
+
+def test_download_delay_spaces_pops_of_a_slot_for_all_workers(redis_client, redis_url, key_prefix):
+    one = make(redis_client, redis_url, key_prefix, "w1", download_delay=0.3)
+    two = make(redis_client, redis_url, key_prefix, "w2", download_delay=0.3)
+    one.flush([(fp(i), "polite", 0, b"p") for i in range(3)] + [(fp(9), "other", 0, b"o")])
+    assert ids(one.flush(pop=10).popped) == [b"p", b"o"]  # one per slot per delay
+    started = time.monotonic()
+    times = []
+    while len(times) < 2:
+        if two.flush(pop=10).popped:
+            times.append(time.monotonic())
+        time.sleep(0.01)
+    assert times[0] - started >= 0.25
+    assert times[1] - times[0] >= 0.25
+
+
+def test_dead_workers_leases_are_reclaimed(redis_client, redis_url, key_prefix):
+    dead = make(redis_client, redis_url, key_prefix, "dead", lease_timeout=0.2)
+    alive = make(redis_client, redis_url, key_prefix, "alive", lease_timeout=0.2)
+    dead.flush([(fp(i), "a", 0, bytes([i])) for i in range(3)])
+    assert len(dead.flush(pop=3).popped) == 3
+    assert alive.flush(pop=3).popped == []
+
+    reclaimed: list = []
+    deadline = time.monotonic() + 10
+    while not reclaimed and time.monotonic() < deadline:
+        alive.heartbeat()
+        reclaimed = alive.reclaim()
+        time.sleep(0.05)
+    assert reclaimed == [("dead", 3)]
+    assert sorted(ids(alive.flush(pop=5).popped)) == [b"\x00", b"\x01", b"\x02"]
+    # the dead worker's late ack of a reclaimed request changes nothing
+    assert alive.status()["stats"]["leased"] == 3
+
+
+def test_finished_only_when_empty_idle_and_seeded(redis_client, redis_url, key_prefix):
+    seeder = make(redis_client, redis_url, key_prefix, "seeder")
+    worker = make(redis_client, redis_url, key_prefix, "worker")
+    seeder.set_seeding(True)
+    assert not worker.check_finished().finished  # a live seeder, nothing fed yet
+    seeder.flush([(fp(1), "a", 0, b"x")])
+    seeder.set_seeding(False)
+    check = worker.check_finished()
+    assert not check.finished and check.pending == 1
+    lease = worker.flush(pop=1).popped[0][0]
+    assert not seeder.check_finished().finished  # leased by a live worker
+    assert not worker.check_finished(keep_alive=True).finished
+    worker.flush(acks=[lease])
+    assert not worker.check_finished(keep_alive=True).finished  # keep-alive never ends
+    assert worker.check_finished().finished
+    assert seeder.check_finished().finished  # everyone sees it
+    assert worker.status()["state"]["status"] == "done"
+
+
+def test_a_finished_crawl_starts_afresh_and_fresh_wipes(redis_client, redis_url, key_prefix):
+    first = make(redis_client, redis_url, key_prefix, "w1")
+    first.flush([(fp(1), "a", 0, b"x")])
+    assert first.open(fresh=False) == "resumed"
+    assert first.open(fresh=True) == "fresh"
+    assert first.status()["seen"] == 0
+    first.set_seeding(False)
+    assert first.check_finished().finished
+    assert first.open(fresh=False) == "fresh"  # done -> a new crawl
+    assert first.flush([(fp(1), "a", 0, b"x")]).pushed == [True]
+
+
+def test_pause_slot_holds_it_for_everyone(redis_client, redis_url, key_prefix):
+    frontier = make(redis_client, redis_url, key_prefix)
+    frontier.flush([(fp(1), "busy", 0, b"b"), (fp(2), "calm", 0, b"c")])
+    frontier.pause_slot("busy", 0.3)
+    assert ids(frontier.flush(pop=5).popped) == [b"c"]
+    deadline = time.monotonic() + 10
+    popped: list = []
+    while not popped and time.monotonic() < deadline:
+        popped = frontier.flush(pop=5).popped
+        time.sleep(0.02)
+    assert ids(popped) == [b"b"]
