@@ -1,0 +1,118 @@
+"""``scrapy fleet SPIDER -n N``: crawl with N processes sharing one Redis frontier.
+
+Shipped through the ``scrapy.commands`` entry point, so it works in any Scrapy project that
+installs scrapy-fleet (the project needs ``ADDONS = {"scrapy_fleet.addon.FleetAddon": 0}``,
+in its settings or in the spider's ``custom_settings``). See docs/launcher.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from scrapy.commands import ScrapyCommand
+from scrapy.exceptions import UsageError
+from scrapy.spiderloader import get_spider_loader
+from scrapy.utils.conf import arglist_to_dict
+
+from scrapy_fleet.config import ConfigError, FleetConfig
+from scrapy_fleet.launcher import (
+    DEFAULT_MAX_RESTARTS,
+    DEFAULT_PROGRESS_INTERVAL,
+    LaunchOptions,
+    Launcher,
+    print_status,
+)
+
+
+class Command(ScrapyCommand):
+    requires_project = True
+    # the launcher runs no crawler and must hold no reactor: workers are child processes
+    requires_crawler_process = False
+    default_settings = {"LOG_ENABLED": False}
+
+    def syntax(self) -> str:
+        return "[options] <spider>"
+
+    def short_desc(self) -> str:
+        return "Run a spider in N processes sharing one Redis frontier (scrapy-fleet)"
+
+    def long_desc(self) -> str:
+        return (
+            "Seed the spider's start requests into the shared Redis frontier once, run N "
+            "`scrapy crawl` worker processes on it, show the progress of the whole crawl, "
+            "restart workers that die and exit 0 when the crawl is finished. Ctrl-C once "
+            "stops gracefully (resume with the same command), twice stops now. "
+            "--status shows a crawl running anywhere on the same Redis."
+        )
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.add_argument("-n", "--workers", type=int, default=None, metavar="N",
+                            help=f"worker processes (default the number of CPUs, {os.cpu_count()})")
+        parser.add_argument("-a", dest="spargs", action="append", default=[], metavar="NAME=VALUE",
+                            help="set a spider argument (may be repeated)")
+        parser.add_argument("--join", action="store_true",
+                            help="add workers to a crawl already running (here or on another "
+                                 "machine sharing REDIS_URL), without seeding it")
+        parser.add_argument("--fresh", action="store_true",
+                            help="discard a previous unfinished crawl and start over")
+        parser.add_argument("--status", action="store_true",
+                            help="print the crawl's state, queue, workers and totals; do not crawl")
+        parser.add_argument("--json", action="store_true", help="with --status: print JSON")
+        parser.add_argument("--logdir", metavar="DIR", default=None,
+                            help="where worker logs go (default FLEET_DATA_DIR/logs/SPIDER)")
+        parser.add_argument("--max-restarts", type=int, default=None, metavar="K",
+                            help="restarts of a dying worker before giving up "
+                                 f"(default FLEET_MAX_RESTARTS or {DEFAULT_MAX_RESTARTS})")
+
+    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
+        super().process_options(args, opts)
+        try:
+            arglist_to_dict(opts.spargs)
+        except ValueError:
+            raise UsageError("Invalid -a value, use -a NAME=VALUE", print_help=False) from None
+        if opts.workers is not None and opts.workers < 1:
+            raise UsageError("-n must be at least 1", print_help=False)
+        if opts.join and opts.fresh:
+            raise UsageError("--join and --fresh exclude each other: --join adds workers to "
+                             "a running crawl, --fresh throws it away", print_help=False)
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        if len(args) != 1:
+            raise UsageError("give exactly one spider name")
+        name = args[0]
+        assert self.settings is not None
+        settings = self.settings.copy()
+        try:
+            spidercls = get_spider_loader(settings).load(name)
+        except KeyError:
+            raise UsageError(f"Spider not found: {name}", print_help=False) from None
+        spidercls.update_settings(settings)  # its custom_settings (REDIS_URL, prefix...)
+        try:
+            config = FleetConfig.from_settings(settings)
+        except ConfigError as exc:
+            raise UsageError(str(exc), print_help=False) from None
+        if opts.status:
+            self.exitcode = print_status(name, config, as_json=opts.json)
+            return
+        if opts.loglevel:
+            opts.set.append(f"LOG_LEVEL={opts.loglevel}")
+        options = LaunchOptions(
+            spider=name,
+            workers=opts.workers or os.cpu_count() or 1,
+            spider_args=list(opts.spargs),
+            setting_args=list(opts.set),
+            join=opts.join,
+            fresh=opts.fresh or config.fresh,
+            log_dir=opts.logdir,
+            max_restarts=(opts.max_restarts if opts.max_restarts is not None
+                          else settings.getint("FLEET_MAX_RESTARTS", DEFAULT_MAX_RESTARTS)),
+            progress_interval=settings.getfloat("FLEET_PROGRESS_INTERVAL", DEFAULT_PROGRESS_INTERVAL),
+            output=settings.get("FLEET_OUTPUT") or "output/%(name)s.jsonl",
+            item_pipelines=any(
+                "JsonLinesPipeline" in str(k) for k in settings.getdict("ITEM_PIPELINES")
+            ),
+        )
+        self.exitcode = Launcher(options, config, out=sys.stdout).run()

@@ -1,0 +1,9 @@
+"""A minimal Scrapy project for the launcher tests: the link spider on the fleet frontier."""
+
+BOT_NAME = "fleetproject"
+SPIDER_MODULES = ["spiders.linkspider"]
+ADDONS = {"scrapy_fleet.addon.FleetAddon": 0}
+ITEM_PIPELINES = {}
+ROBOTSTXT_OBEY = False
+TELNETCONSOLE_ENABLED = False
+LOG_LEVEL = "INFO"
