@@ -1,0 +1,41 @@
+"""FLEET_* settings are read once, with clear errors for values we cannot use."""
+
+from __future__ import annotations
+
+import pytest
+from scrapy.settings import Settings
+
+from scrapy_fleet.config import ConfigError, FleetConfig
+
+
+def test_defaults():
+    config = FleetConfig.from_settings(Settings())
+    assert config.redis_url is None
+    assert (config.data_dir, config.key_prefix, config.lease_timeout) == (".fleet", "fleet", 30.0)
+    assert config.seed and not config.fresh and not config.keep_alive
+    assert config.heartbeat_interval < config.lease_timeout / 2
+
+
+def test_redis_url_setting_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://from-env:6379/0")
+    assert FleetConfig.from_settings(Settings()).redis_url == "redis://from-env:6379/0"
+    settings = Settings({"REDIS_URL": "unix:///tmp/x.sock"})
+    assert FleetConfig.from_settings(settings).redis_url == "unix:///tmp/x.sock"
+
+
+def test_values_from_the_command_line_are_strings():
+    settings = Settings({"FLEET_LEASE_TIMEOUT": "3", "FLEET_SEED": "0", "FLEET_FRESH": "1",
+                         "DOWNLOAD_DELAY": "0.5", "CONCURRENT_REQUESTS_PER_DOMAIN": "2"})
+    config = FleetConfig.from_settings(settings)
+    assert config.lease_timeout == 3.0 and not config.seed and config.fresh
+    assert config.download_delay == 0.5 and config.concurrency_per_slot == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("FLEET_LEASE_TIMEOUT", "soon"), ("FLEET_LEASE_TIMEOUT", "0"), ("FLEET_BATCH_SIZE", "-1"),
+     ("FLEET_KEY_PREFIX", "a{b}"), ("FLEET_KEY_PREFIX", "")],
+)
+def test_bad_values_name_the_setting(name, value):
+    with pytest.raises(ConfigError, match=name):
+        FleetConfig.from_settings(Settings({name: value}))
