@@ -43,8 +43,9 @@ class FakeWeb:
     """Routes keyed by ``(host, path_with_query)``; unknown URLs answer 404."""
 
     def __init__(self) -> None:
-        self.routes: dict[tuple[str, str], Route] = {}
+        self.routes: dict[tuple[str, str], Route | list[Route]] = {}
         self.hits: list[tuple[str, str]] = []
+        self.request_headers: list[dict[str, str]] = []  # per hit, same order
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         web = self
@@ -88,6 +89,13 @@ class FakeWeb:
     def redirect(self, url: str, location: str, status: int = 302) -> None:
         self.routes[_key(url)] = Route(status=status, headers={"Location": location})
 
+    def sequence(self, url: str, *answers: tuple[int, bytes | str, dict[str, str]]) -> None:
+        """Answer ``url`` with each ``(status, body, headers)`` in turn; the last one repeats."""
+        self.routes[_key(url)] = [
+            Route(status=status, body=body.encode() if isinstance(body, str) else body, headers={"Content-Type": "text/html; charset=utf-8", **headers})
+            for status, body, headers in answers
+        ]
+
     def hang(self, url: str) -> None:
         """``url`` accepts the connection and never answers (a timeout)."""
         self.routes[_key(url)] = Route(hang=True)
@@ -105,7 +113,10 @@ class FakeWeb:
             key = ((handler.headers.get("Host") or "").lower(), target)
         with self._lock:
             self.hits.append(key)
-        route = self.routes.get(key) or Route(status=404, body=b"not found", headers={"Content-Type": "text/plain"})
+            self.request_headers.append(dict(handler.headers.items()))
+            route = self.routes.get(key) or Route(status=404, body=b"not found", headers={"Content-Type": "text/plain"})
+            if isinstance(route, list):
+                route = route.pop(0) if len(route) > 1 else route[0]
         if route.hang:
             self._stopping.wait()
             return
