@@ -210,4 +210,4 @@ def test_other_failures_are_logged_errors(tmp_path: Path, web: FakeWeb) -> None:
     result = run_crawl("maoyan", tmp_path, web, args={"board_url": BOARD})
     assert len(result.items) == 90
     assert result.stats["maoyan/errors"] == 1
-    assert f"ERROR: Board page {BOARD}?offset=20 failed" in result.log
+    assert f"ERROR: Board page {BOARD}?offset=20 failed: HTTP 404" in result.log

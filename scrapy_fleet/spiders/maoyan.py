@@ -194,7 +194,8 @@ class MaoyanSpider(scrapy.Spider):
                 yield retry
             return
         self.crawler.stats.inc_value("maoyan/errors")
-        logger.error("Board page %s failed: %s", request.meta.get("board_page", request.url), failure.getErrorMessage())
+        reason = f"HTTP {exc.response.status}" if isinstance(exc, HttpError) else f"{type(exc).__name__}: {exc}"
+        logger.error("Board page %s failed: %s", request.meta.get("board_page", request.url), reason)
 
     async def blocked(self, meta: dict[str, Any], reason: str, landed_url: str) -> scrapy.Request | None:
         """Count and log a blocked board page; after a backoff, the retry request (or None: give up)."""
