@@ -18,9 +18,11 @@ feeding start requests, and they have been fed at least once: only then does
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 import weakref
@@ -64,6 +66,16 @@ TOTALS = {
     "log_count/ERROR": "errors",
     "downloader/exception_count": "download_errors",
 }
+
+
+EXIT_REDIS_UNAVAILABLE = 3
+
+
+def _exit_with_status(status: int) -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def new_worker_id() -> str:
@@ -166,7 +178,15 @@ class FleetScheduler(BaseScheduler):
     def close(self, reason: str) -> None:
         if self._tick is not None and self._tick.running:
             self._tick.stop()
-        if self.frontier is None:
+        if self.fatal is not None:
+            # Scrapy's exit status ignores how a spider closed; losing Redis must not exit 0
+            atexit.register(_exit_with_status, EXIT_REDIS_UNAVAILABLE)
+        if self.frontier is None or self.fatal is not None:
+            if self.fatal is not None:
+                logger.error(
+                    "Requests held by worker %s return to the queue %.0f s after its last "
+                    "heartbeat once Redis is back", self.worker_id, self.config.lease_timeout,
+                )
             return
         try:
             self._flush()
@@ -365,6 +385,8 @@ class FleetScheduler(BaseScheduler):
 
     def _guarded(self, operation: Any) -> None:
         """Run a Redis operation; if Redis stays away past the deadline, stop the crawl."""
+        if self.fatal is not None:
+            return  # already stopping; don't wait out the deadline again on every call
         try:
             operation()
         except RedisUnavailable as exc:

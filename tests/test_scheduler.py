@@ -1,0 +1,189 @@
+"""FleetScheduler end to end: real `scrapy` processes, a real Redis, a local site."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from conftest import OwnRedis, run_link_spider
+from linked_site import LinkedSite
+from scrapy_fleet.frontier import codec
+from scrapy_fleet.frontier.keys import CrawlKeys
+
+PAGES = 300
+WAIT = 120  # generous upper bound for any one crawl on a loaded 2-core machine
+
+
+@pytest.fixture
+def site():
+    # a little latency per page so that concurrent workers overlap
+    server = LinkedSite(PAGES, delay=0.03).start()
+    yield server
+    server.stop()
+
+
+class Output:
+    """Collects a process's output as it runs, so a test can wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = WAIT) -> None:
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not any(regex.search(line) for line in self.lines):
+                left = deadline - time.monotonic()
+                assert left > 0, f"no line matching {pattern!r} in:\n{self.text}"
+                self._changed.wait(left)
+
+    def finish(self, timeout: float = WAIT) -> int:
+        code = self.proc.wait(timeout)
+        self._thread.join(10)
+        return code
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def stat(self, name: str) -> int:
+        found = re.search(rf"'{re.escape(name)}': (\d+)", self.text)
+        return int(found.group(1)) if found else 0
+
+
+def wait_until(condition, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def all_pages() -> set[str]:
+    return {f"/page/{i}" for i in range(PAGES)}
+
+
+def test_two_processes_fetch_every_page_exactly_once(tmp_path: Path, site, fleet_settings):
+    workers = [Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings)) for _ in range(2)]
+    codes = [w.finish() for w in workers]
+
+    assert codes == [0, 0], workers[0].text[-3000:] + workers[1].text[-3000:]
+    fetches = site.page_fetches()
+    assert set(fetches) == all_pages()
+    assert max(fetches.values()) == 1
+    for worker in workers:
+        assert "finish_reason': 'finished'" in worker.text
+    assert sum(w.stat("response_received_count") for w in workers) == PAGES
+
+
+def test_sigkilled_worker_loses_nothing(tmp_path: Path, site, fleet_settings):
+    settings = {**fleet_settings, "FLEET_LEASE_TIMEOUT": "2"}
+    victim = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
+    survivor = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
+    wait_until(lambda: len(site.page_fetches()) >= 60)
+    victim.proc.send_signal(signal.SIGKILL)
+    assert victim.finish() == -signal.SIGKILL
+
+    restarted = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
+    assert survivor.finish() == 0, survivor.text[-3000:]
+    assert restarted.finish() == 0, restarted.text[-3000:]
+
+    fetches = site.page_fetches()
+    assert set(fetches) == all_pages()
+    # only what the killed worker held in flight may have been fetched twice
+    refetched = sum(n - 1 for n in fetches.values())
+    assert refetched <= 16 + 16  # CONCURRENT_REQUESTS + FLEET_BATCH_SIZE
+    assert "stopped heartbeating" in survivor.text + restarted.text
+
+
+def test_crawl_survives_a_redis_restart(tmp_path: Path, site, own_redis: OwnRedis, key_prefix):
+    settings = {"REDIS_URL": own_redis.url, "FLEET_KEY_PREFIX": key_prefix,
+                "FLEET_REDIS_RETRY_TIMEOUT": "60"}
+    worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
+    wait_until(lambda: len(site.page_fetches()) >= 60)
+    own_redis.stop()  # SHUTDOWN SAVE: the append-only file keeps the frontier
+    worker.wait_for("unreachable")
+    own_redis.start()
+
+    assert worker.finish() == 0, worker.text[-3000:]
+    assert "is back after" in worker.text
+    fetches = site.page_fetches()
+    assert set(fetches) == all_pages()
+    assert sum(n - 1 for n in fetches.values()) <= 32
+
+
+def test_foreign_queue_entries_are_dropped_never_run(tmp_path: Path, site, fleet_settings, redis_client):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    keys = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "links")
+    entries = {
+        "9000001": pickle.dumps(Exploit()),  # what scrapy-redis would store, weaponised
+        "9000002": codec.MAGIC + msgpack.packb({"url": f"{site.url}/x", "callback": "__init__"}),
+        "9000003": codec.MAGIC + msgpack.packb({"url": f"{site.url}/x", "_class": "os.system"}),
+        "9000004": codec.MAGIC + b"\xc1garbage",
+    }
+    slot = "127.0.0.1"
+    for lease, blob in entries.items():
+        redis_client.hset(keys.payload, lease, blob)
+        redis_client.zadd(keys.queue(slot), {lease: -1e15})  # ahead of everything
+    redis_client.zadd(keys.ready, {slot: -1e15})
+    redis_client.hset(keys.stats, "pending", len(entries))
+    redis_client.hset(keys.state, "status", "running")  # an unfinished crawl: resume it
+
+    worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings))
+    assert worker.finish() == 0, worker.text[-3000:]
+
+    assert not marker.exists()
+    assert worker.stat("fleet/invalid") == len(entries)
+    assert worker.text.count("Dropped invalid queue entry") == len(entries)
+    assert set(site.page_fetches()) == all_pages()
+    assert not redis_client.hexists(keys.payload, "9000001")
+
+
+def test_unreachable_redis_fails_fast_with_a_clear_message(tmp_path: Path):
+    started = time.monotonic()
+    worker = Output(run_link_spider(
+        tmp_path, "http://127.0.0.1:9/", {"REDIS_URL": "redis://:s3cret@127.0.0.1:9/0"},
+    ))
+    code = worker.finish(timeout=30)
+    elapsed = time.monotonic() - started
+
+    assert code != 0
+    assert elapsed < 15
+    assert "Redis at redis://:***@127.0.0.1:9/0 unreachable" in worker.text
+    assert "s3cret" not in worker.text
+
+
+def test_losing_redis_for_good_stops_with_a_clear_error(tmp_path: Path, site, own_redis: OwnRedis, key_prefix):
+    settings = {"REDIS_URL": own_redis.url, "FLEET_KEY_PREFIX": key_prefix,
+                "FLEET_REDIS_RETRY_TIMEOUT": "2"}
+    worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
+    wait_until(lambda: len(site.page_fetches()) >= 30)
+    own_redis.stop()
+
+    assert worker.finish() == 3
+    assert f"Redis at {own_redis.url} unreachable for" in worker.text
+    assert "finish_reason': 'redis_unavailable'" in worker.text
