@@ -13,7 +13,7 @@ which opens its own reactor and its own Redis connection. The launcher only
 * polls the crawl's status in Redis for the progress line, restarts a worker that dies,
   forwards Ctrl-C / SIGTERM in two stages, and prints a summary.
 
-A worker's own log goes to ``<FLEET_DATA_DIR>/logs/<spider>/worker-K.log`` (``--logdir``)
+A worker's own log goes to ``<FLEET_DATA_DIR>/logs/<spider>/<launcher pid>-worker-K.log``
 so that the terminal keeps one progress line.
 """
 
@@ -230,7 +230,7 @@ class Launcher:
     def start_worker(self, worker: Worker) -> None:
         directory = self.log_dir()
         directory.mkdir(parents=True, exist_ok=True)
-        worker.log_path = directory / f"worker-{worker.slot}.log"
+        worker.log_path = directory / f"{os.getpid()}-worker-{worker.slot}.log"  # per launcher
         mode = "ab" if worker.restarts else "wb"
         with open(worker.log_path, mode) as log:
             stamp = datetime.now().isoformat(timespec="seconds")
