@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 try:
-    from webserver import FIXTURES, FakeWeb, run_crawl
+    from webserver import FIXTURES, FakeWeb, run_crawl, run_fleet
 except ImportError:  # tests/ is a package
-    from tests.webserver import FIXTURES, FakeWeb, run_crawl
+    from tests.webserver import FIXTURES, FakeWeb, run_crawl, run_fleet
 
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request
@@ -245,3 +245,47 @@ def test_failure_reasons() -> None:
     assert failure_reason(_failure(exceptions.DownloadTimeoutError("t"))) == "timeout"
     assert failure_reason(_failure(exceptions.CannotResolveHostError("h"))) == "dns"
     assert failure_reason(_failure(exceptions.DownloadConnectionRefusedError("r"))) == "connection refused"
+
+
+def serve_mixed_sites(web: FakeWeb, count: int) -> None:
+    """``count`` sites: most answer with a title, every 7th 404s, every 11th redirects."""
+    for n in range(1, count + 1):
+        if n % 11 == 0:
+            web.redirect(f"http://site{n}.test/", f"http://www.site{n}.test/")
+            web.add(f"http://www.site{n}.test/", f"<title>站点 {n}</title>")
+        elif n % 7 != 0:
+            web.add(f"http://site{n}.test/", f"<title>站点 {n}</title>")
+
+
+def check_mixed_items(items: list[dict], count: int) -> None:
+    assert sorted(item["rank"] for item in items) == list(range(1, count + 1)), "one item per site, none twice"
+    for item in items:
+        n = item["rank"]
+        if n % 7 == 0 and n % 11 != 0:
+            assert (item["status"], item["error"]) == (404, "http 404")
+        else:
+            assert (item["title"], item["error"]) == (f"站点 {n}", None)
+        if n % 11 == 0:
+            assert item["final_url"] == f"http://www.site{n}.test/"
+
+
+def test_on_the_fleet_frontier(tmp_path: Path, web: FakeWeb, redis_url: str, key_prefix: str) -> None:
+    serve_mixed_sites(web, 40)
+    listing = tmp_path / "list.csv"
+    listing.write_text("rank,domain\n" + "".join(f"{n},site{n}.test\n" for n in range(1, 41)) + "3,site3.test\n")
+    frontier = {"REDIS_URL": redis_url, "FLEET_KEY_PREFIX": key_prefix}
+    result = run_crawl("alexa", tmp_path, web, args={"list": str(listing)}, frontier=frontier)
+    assert result.returncode == 0, result.log[-3000:]
+    assert "FleetScheduler" in result.log
+    check_mixed_items(result.items, 40)
+    assert result.stats["alexa/rows_skipped"] == 2
+
+
+def test_scrapy_fleet_with_two_workers(tmp_path: Path, web: FakeWeb, redis_url: str, key_prefix: str) -> None:
+    serve_mixed_sites(web, 60)
+    listing = tmp_path / "list.csv"
+    listing.write_text("".join(f"{n},site{n}.test\n" for n in range(1, 61)))
+    frontier = {"REDIS_URL": redis_url, "FLEET_KEY_PREFIX": key_prefix}
+    result = run_fleet("alexa", tmp_path, web, 2, frontier, args={"list": str(listing)})
+    assert result.returncode == 0, result.log[-3000:]
+    check_mixed_items(result.items, 60)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 try:
-    from webserver import FIXTURES, FakeWeb, run_crawl
+    from webserver import FIXTURES, FakeWeb, run_crawl, run_fleet
 except ImportError:  # tests/ is a package
-    from tests.webserver import FIXTURES, FakeWeb, run_crawl
+    from tests.webserver import FIXTURES, FakeWeb, run_crawl, run_fleet
 
 from parsel import Selector
 from scrapy.http import HtmlResponse, Request
@@ -211,3 +211,26 @@ def test_other_failures_are_logged_errors(tmp_path: Path, web: FakeWeb) -> None:
     assert len(result.items) == 90
     assert result.stats["maoyan/errors"] == 1
     assert f"ERROR: Board page {BOARD}?offset=20 failed: HTTP 404" in result.log
+
+
+def test_on_the_fleet_frontier_with_a_blocked_page(tmp_path: Path, web: FakeWeb, redis_url: str, key_prefix: str) -> None:
+    serve_board(web, skip=(50,))
+    web.sequence(f"{BOARD}?offset=50", (302, "", {"Location": VERIFY_URL}), (200, shifted_page(50), {}))
+    web.add(VERIFY_URL, VERIFY_PAGE, content_type="text/html; charset=utf-8")
+    frontier = {"REDIS_URL": redis_url, "FLEET_KEY_PREFIX": key_prefix}
+    args = {"board_url": BOARD, "blocked_backoff": "0.01"}
+    result = run_crawl("maoyan", tmp_path, web, args=args, frontier=frontier)
+    assert result.returncode == 0, result.log[-3000:]
+    assert "FleetScheduler" in result.log
+    assert sorted(film["index"] for film in result.items) == list(range(1, 101))
+    assert result.stats["maoyan/blocked"] == 1
+
+
+def test_scrapy_fleet_with_two_workers(tmp_path: Path, web: FakeWeb, redis_url: str, key_prefix: str) -> None:
+    serve_board(web)
+    frontier = {"REDIS_URL": redis_url, "FLEET_KEY_PREFIX": key_prefix}
+    result = run_fleet("maoyan", tmp_path, web, 2, frontier, args={"board_url": BOARD})
+    assert result.returncode == 0, result.log[-3000:]
+    films = sorted(result.items, key=lambda film: film["index"])
+    assert [film["index"] for film in films] == list(range(1, 101))
+    assert [as_row(film) for film in films[:10]] == EXPECTED["board4_offset0_2019-05-23_shiqinying.html"]

@@ -166,12 +166,17 @@ def run_crawl(
     args: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
     timeout: float = 120,
+    frontier: dict[str, str] | None = None,
 ) -> CrawlResult:
-    """Run one crawl in a fresh Python process (cwd = repo root); return its log, stats and items."""
+    """Run one crawl in a fresh Python process (cwd = repo root); return its log, stats and items.
+
+    Without ``frontier`` the crawl uses Scrapy's own scheduler; with it (``REDIS_URL``,
+    ``FLEET_KEY_PREFIX``), the project's fleet frontier on that Redis.
+    """
     output = tmp_path / "output" / "%(name)s.jsonl"
     stats_path = tmp_path / f"stats-{spider}.json"
     all_settings = {
-        **PLAIN_SCHEDULER,
+        **(frontier if frontier is not None else PLAIN_SCHEDULER),
         "FLEET_OUTPUT": str(output),
         "FLEET_DATA_DIR": str(tmp_path / "data"),
         "LOG_LEVEL": "DEBUG",
@@ -179,19 +184,52 @@ def run_crawl(
         **(settings or {}),
     }
     cfg = {"spider": spider, "args": args or {}, "settings": all_settings, "stats_path": str(stats_path)}
-    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy")}
-    if web is not None:
-        env["http_proxy"] = web.proxy_url
-        env["no_proxy"] = "127.0.0.1,localhost"
     proc = subprocess.run(
         [sys.executable, "-c", _RUNNER, json.dumps(cfg)],
         cwd=REPO_ROOT,
-        env=env,
+        env=crawl_env(web),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    return CrawlResult(proc.returncode, proc.stderr, stats, read_items(output, spider))
+
+
+def run_fleet(
+    spider: str,
+    tmp_path: Path,
+    web: FakeWeb,
+    workers: int,
+    frontier: dict[str, str],
+    args: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+    timeout: float = 180,
+) -> CrawlResult:
+    """``scrapy fleet SPIDER -n WORKERS`` on the given Redis; stats are not collected (empty)."""
+    output = tmp_path / "output" / "%(name)s.jsonl"
+    all_settings = {**frontier, "FLEET_OUTPUT": str(output), "FLEET_DATA_DIR": str(tmp_path / "data"), **(settings or {})}
+    cmd = [sys.executable, "-m", "scrapy", "fleet", spider, "-n", str(workers)]
+    for name, value in all_settings.items():
+        cmd += ["-s", f"{name}={value}"]
+    for name, value in (args or {}).items():
+        cmd += ["-a", f"{name}={value}"]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=crawl_env(web), capture_output=True, text=True, timeout=timeout)
+    return CrawlResult(proc.returncode, proc.stdout + proc.stderr, {}, read_items(output, spider))
+
+
+def crawl_env(web: FakeWeb | None) -> dict[str, str]:
+    """The environment of a crawl subprocess: this checkout importable, the fake web as proxy."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "no_proxy", "redis_url")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    if web is not None:
+        env["http_proxy"] = web.proxy_url
+        env["no_proxy"] = "127.0.0.1,localhost"
+    return env
+
+
+def read_items(output: Path, spider: str) -> list[dict[str, Any]]:
     out_file = Path(str(output) % {"name": spider})
-    items = [json.loads(line) for line in out_file.read_text("utf-8").split("\n") if line] if out_file.exists() else []
-    return CrawlResult(proc.returncode, proc.stderr, stats, items)
+    if not out_file.exists():
+        return []
+    return [json.loads(line) for line in out_file.read_text("utf-8").split("\n") if line]
