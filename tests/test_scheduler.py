@@ -187,3 +187,33 @@ def test_losing_redis_for_good_stops_with_a_clear_error(tmp_path: Path, site, ow
     assert worker.finish() == 3
     assert f"Redis at {own_redis.url} unreachable for" in worker.text
     assert "finish_reason': 'redis_unavailable'" in worker.text
+
+
+def test_ctrl_c_keeps_the_frontier_and_a_rerun_resumes(tmp_path: Path, site, fleet_settings):
+    first = Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings))
+    wait_until(lambda: len(site.page_fetches()) >= 60)
+    first.proc.send_signal(signal.SIGINT)
+    assert first.finish() == 0
+    assert "finish_reason': 'shutdown'" in first.text
+    fetched_before = set(site.page_fetches())
+    assert fetched_before != all_pages()
+
+    second = Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings))
+    assert second.finish() == 0, second.text[-3000:]
+    assert "resumed crawl" in second.text
+    fetches = site.page_fetches()
+    assert set(fetches) == all_pages()
+    assert sum(n - 1 for n in fetches.values()) <= 32  # at most what was in flight
+    assert second.stat("response_received_count") < PAGES
+
+
+def test_a_finished_crawl_starts_afresh(tmp_path: Path, fleet_settings):
+    site = LinkedSite(20).start()
+    try:
+        for run in range(2):
+            worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings))
+            assert worker.finish() == 0
+            assert ("new crawl" if run == 0 else "fresh crawl") in worker.text
+        assert set(site.page_fetches().values()) == {2}
+    finally:
+        site.stop()
