@@ -183,7 +183,7 @@ class Launcher:
                     self.say(f"The crawl of {name!r} on {where} is already finished; nothing to join.")
                     return EXIT_FINISHED
                 self.say(f"Joining the running crawl of {name!r} on {where} "
-                         f"with {self.options.workers} workers")
+                         f"with {_plural(self.options.workers, 'worker')}")
             elif self.options.fresh and state:
                 frontier.wipe()
                 self.say(f"--fresh: discarded the previous crawl of {name!r} on {where}")
@@ -197,7 +197,7 @@ class Launcher:
                          f"(started {_when(state.get('started_at'))}); --fresh starts over")
             else:
                 self.say(f"Starting a new crawl of {name!r} on {where} "
-                         f"with {self.options.workers} workers")
+                         f"with {_plural(self.options.workers, 'worker')}")
             seeded = state.get("seeded") == "1"
         except RedisUnavailable as exc:
             self.say(f"scrapy fleet: {exc}")
@@ -383,7 +383,7 @@ class Launcher:
             for worker in self.workers:
                 self.start_worker(worker)
             pids = ", ".join(f"{w.slot}: pid {w.proc.pid}" for w in self.workers if w.proc)
-            self.say(f"{len(self.workers)} workers started ({pids}); logs in {self.log_dir()}")
+            self.say(f"{_plural(len(self.workers), 'worker')} started ({pids}); logs in {self.log_dir()}")
             self.loop()
         finally:
             for s, handler in previous.items():
@@ -521,6 +521,10 @@ def _send(proc: subprocess.Popen[bytes] | None, signum: int) -> None:
             proc.send_signal(signum)
         except ProcessLookupError:
             pass
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def _duration(seconds: float) -> str:
