@@ -217,3 +217,22 @@ def test_a_finished_crawl_starts_afresh(tmp_path: Path, fleet_settings):
         assert set(site.page_fetches().values()) == {2}
     finally:
         site.stop()
+
+
+def test_a_request_that_cannot_be_stored_fails_where_it_is_made(tmp_path: Path, fleet_settings):
+    from conftest import SCRAPY, TESTS, scrapy_args, scrapy_env
+
+    site = LinkedSite(10).start()
+    try:
+        proc = subprocess.run(
+            [*SCRAPY, "runspider", str(TESTS / "spiders" / "badmetaspider.py"),
+             *scrapy_args(fleet_settings, {"start_url": f"{site.url}/page/0"})],
+            cwd=tmp_path, env=scrapy_env(), capture_output=True, text=True, timeout=WAIT,
+        )
+    finally:
+        site.stop()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "meta['tags'] holds a set" in proc.stderr
+    # the parent was still acknowledged and its other output crawled
+    assert set(site.page_fetches()) == {"/page/0", "/page/2"}
+    assert "'fleet/acked': 2" in proc.stderr
