@@ -289,3 +289,16 @@ def test_scrapy_fleet_with_two_workers(tmp_path: Path, web: FakeWeb, redis_url: 
     result = run_fleet("alexa", tmp_path, web, 2, frontier, args={"list": str(listing)})
     assert result.returncode == 0, result.log[-3000:]
     check_mixed_items(result.items, 60)
+
+
+def test_the_list_is_pulled_lazily_not_all_scheduled_at_once(tmp_path: Path, web: FakeWeb) -> None:
+    listing = tmp_path / "list.csv"
+    listing.write_text("".join(f"{rank},site{rank}.test\n" for rank in range(1, 20001)))
+    result = run_crawl(
+        "alexa", tmp_path, web, args={"list": str(listing), "max_urls": "0"},
+        settings={"CLOSESPIDER_ITEMCOUNT": 50, "LOG_LEVEL": "INFO"},
+    )
+    assert result.returncode == 0, result.log[-2000:]
+    # Only about CONCURRENT_REQUESTS (16) ahead of the items, far from the 20000 rows
+    assert 50 <= result.stats["alexa/sites_queued"] < 200
+    assert result.stats["scheduler/enqueued"] < 200

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import scrapy
+from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy import exceptions as scrapy_errors
 from scrapy.exceptions import IgnoreRequest
@@ -140,6 +141,10 @@ class AlexaSpider(scrapy.Spider):
             if isinstance(row, SkippedRow):
                 self.skip_row(row)
                 continue
+            if self.crawler.engine.needs_backout():
+                # Scrapy keeps pulling start() while the downloader is full; waiting
+                # here keeps the rest of the list in the file, not in the scheduler.
+                await self.crawler.signals.wait_for(signals.scheduler_empty)
             yield self.site_request(row.rank, row.domain, row.url)
             queued += 1
             self.crawler.stats.inc_value("alexa/sites_queued")
