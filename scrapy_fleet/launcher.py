@@ -463,9 +463,13 @@ class Launcher:
             name = signal.Signals(self.interrupted).name
             why = f"interrupted ({name}): resume with the same command"
             code = 128 + self.interrupted
-        elif done and not gave_up:
+        elif done and not gave_up and not failed:
             why = "finished: the frontier is empty and no worker holds work"
             code = EXIT_FINISHED
+        elif done and not gave_up:
+            why = "the crawl is finished, but " + ", ".join(
+                f"worker {w.slot} ended with {signal_name(w.exit_code or 0)}" for w in failed)
+            code = EXIT_NOT_FINISHED
         elif gave_up:
             why = "workers kept dying: " + ", ".join(
                 f"worker {w.slot} ({signal_name(w.exit_code or 0)})" for w in gave_up)
