@@ -50,6 +50,10 @@ def test_every_listed_site_gives_one_item_whatever_happens(web: FakeWeb, tmp_pat
         f'<html><head><meta http-equiv="Content-Type" content="text/html; charset=gb2312"><title>{GBK_TITLE}</title>'.encode("gbk"),
     )
     web.add("http://gbk-header.test/", f"<html><title>{GBK_TITLE}</title>".encode("gbk"), content_type="text/html; charset=GBK")
+    web.add(  # no charset anywhere: Scrapy's detection has to recognise it
+        "http://gbk-undeclared.test/",
+        f"<html><head><title>{GBK_TITLE}</title></head><body>欢迎访问我们的网站，这里有很多中文内容。</body></html>".encode("gbk"),
+    )
     web.redirect("http://redirect.test/", "http://www.redirect.test/home")
     web.add("http://www.redirect.test/home", "<title>Moved here</title>")
     web.add("http://notfound.test/", "<title>Not Found</title>", status=404)
@@ -68,6 +72,7 @@ def test_every_listed_site_gives_one_item_whatever_happens(web: FakeWeb, tmp_pat
         "1,ok.test",
         "2,gbk-meta.test",
         "3,GBK-Header.test",
+        "3,gbk-undeclared.test",
         "",
         "4,redirect.test",
         "5,notfound.test",
@@ -102,13 +107,14 @@ def test_every_listed_site_gives_one_item_whatever_happens(web: FakeWeb, tmp_pat
 
     assert result.returncode == 0, result.log[-3000:]
     items = by_domain(result.items)
-    assert len(result.items) == len(items) == 15
+    assert len(result.items) == len(items) == 16
     ok = items["ok.test"]
     assert ok["rank"] == 1 and ok["url"] == "http://ok.test/" and ok["final_url"] == "http://ok.test/"
     assert ok["status"] == 200 and ok["title"] == UTF8_TITLE and ok["error"] is None
     assert ok["crawled_at"].endswith("+00:00")
     assert items["gbk-meta.test"]["title"] == GBK_TITLE
     assert items["gbk-header.test"]["title"] == GBK_TITLE
+    assert items["gbk-undeclared.test"]["title"] == GBK_TITLE
     moved = items["redirect.test"]
     assert moved["final_url"] == "http://www.redirect.test/home" and moved["title"] == "Moved here"
     assert moved["url"] == "http://redirect.test/" and moved["status"] == 200
@@ -137,7 +143,7 @@ def test_every_listed_site_gives_one_item_whatever_happens(web: FakeWeb, tmp_pat
     assert result.stats["alexa/rows_skipped/duplicate"] == 1
     assert result.stats["alexa/rows_skipped/header"] == 1
     assert result.stats["alexa/rows_skipped/blank"] == 1
-    assert "Skipping list line 18 (duplicate): '16,ok.test'" in result.log
+    assert "Skipping list line 19 (duplicate): '16,ok.test'" in result.log
 
 
 def test_max_urls_stops_early_and_default_is_500(tmp_path: Path, web: FakeWeb) -> None:
