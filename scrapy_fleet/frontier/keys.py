@@ -45,6 +45,23 @@ class CrawlKeys:
     def inflight(self) -> str:
         return self.base + "inflight"
 
+    # politeness (scrapy_fleet/politeness): robots.txt per host, Crawl-delay, 429/503 backoff
+    @property
+    def robots(self) -> str:
+        return self.base + "robots"
+
+    @property
+    def robots_lock_prefix(self) -> str:
+        return self.base + "robotslock:"
+
+    @property
+    def crawl_delay(self) -> str:
+        return self.base + "crawldelay"
+
+    @property
+    def backoff(self) -> str:
+        return self.base + "backoff"
+
     @property
     def workers(self) -> str:
         return self.base + "workers"

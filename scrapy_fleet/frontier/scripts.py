@@ -39,6 +39,7 @@ local function schedule_slot(slot, now)
   local ok = tonumber(redis.call('HGET', K.nextok, slot) or '0')
   if ok > now then
     redis.call('ZADD', K.delayed, ok, slot)
+    redis.call('HINCRBY', K.stats, 'politeness/delayed', 1)  -- work held back by politeness
   else
     redis.call('ZADD', K.ready, head[2], slot)
   end

@@ -1,0 +1,54 @@
+"""Politeness that holds across every worker process and machine (issue #5).
+
+The frontier spaces the leases of each download slot by its delay and caps the slot's
+requests in flight fleet-wide (scrapy_fleet/frontier). This package adds the rest:
+
+- :mod:`.slots`: the local downloader no longer applies DOWNLOAD_DELAY on top (it would
+  slow the fleet and let two workers' requests arrive closer than the delay); downloads
+  not leased by the frontier (robots.txt) take a turn in their slot; optional fleet-wide
+  AutoThrottle (FLEET_AUTOTHROTTLE).
+- :mod:`.robots`: robots.txt fetched once per host for the whole fleet, its Crawl-delay
+  honoured by every worker (hosts above FLEET_MAX_CRAWL_DELAY skipped).
+- :mod:`.backoff`: 429/503 (Retry-After in seconds or as an HTTP date) pause the host for
+  every worker, with exponential backoff on repeats.
+
+The add-on (scrapy_fleet/addon.py) enables all three. docs/politeness.md has the settings.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from scrapy.utils.defer import maybe_deferred_to_future
+from scrapy.utils.httpobj import urlparse_cached
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+
+    from scrapy_fleet.frontier.queue import RedisFrontier
+
+
+def frontier_of(crawler: Crawler) -> RedisFrontier | None:
+    """The crawl's shared frontier, if this crawler runs on one (and it is open)."""
+    from scrapy_fleet.frontier.scheduler import FleetScheduler
+
+    scheduler = FleetScheduler.of(crawler)
+    if scheduler is None or scheduler.fatal is not None:
+        return None
+    return scheduler.frontier
+
+
+def slot_of(request: Request) -> str:
+    """The request's download slot, as FleetScheduler.enqueue_request computes it."""
+    return str(request.meta.get("download_slot") or urlparse_cached(request).hostname or "")
+
+
+async def sleep(seconds: float) -> None:
+    """Wait without blocking the reactor (any Twisted reactor, asyncio or not)."""
+    if seconds <= 0:
+        return
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    await maybe_deferred_to_future(deferLater(reactor, seconds, lambda: None))

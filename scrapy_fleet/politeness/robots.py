@@ -1,0 +1,204 @@
+"""robots.txt once per host for the whole fleet, and its Crawl-delay for every worker.
+
+Scrapy's RobotsTxtMiddleware fetches robots.txt once per host *per process*. This
+subclass keeps what it fetched in Redis (HASH ``robots``: netloc -> status line + body),
+so each host's robots.txt is downloaded once for the whole crawl:
+
+1. a worker that needs a host's rules first looks in the local cache, then in Redis;
+2. if nobody has them yet, it takes a short lock (``robotslock:<netloc>``, SET NX PX
+   FLEET_ROBOTS_TIMEOUT) and fetches; the others poll Redis (without blocking the reactor)
+   until the rules appear, or the lock expires because the fetcher died (then one of them
+   fetches);
+3. every worker parses the stored text with ROBOTSTXT_PARSER, as Scrapy would.
+
+A non-2xx answer or a download error counts as "no rules" (everything allowed), which is
+what Scrapy does in practice. The robots.txt download itself takes a turn in the host's
+download slot (see :mod:`.slots`), and so does the request that was waiting for it, so
+neither arrives closer to another request of that host than the delay.
+
+Crawl-delay (for ROBOTSTXT_USER_AGENT, or the request's User-Agent) raises the slot's
+delay in Redis (``slotdelay``; the frontier's POP reads it), never below DOWNLOAD_DELAY.
+A host whose Crawl-delay is above FLEET_MAX_CRAWL_DELAY is skipped: each of its requests
+is dropped with IgnoreRequest (a reason in the log, ``fleet/politeness/crawl_delay_skipped``)
+instead of crawling it at a pace that would never end.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from protego import Protego
+from scrapy import Request, signals
+from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
+from scrapy.exceptions import IgnoreRequest
+from scrapy.http.request import NO_CALLBACK
+from scrapy.utils.defer import maybe_deferred_to_future
+from scrapy.utils.httpobj import urlparse_cached
+from scrapy.utils.misc import build_from_crawler
+from twisted.internet.defer import Deferred
+
+from scrapy_fleet.frontier import codec
+from scrapy_fleet.frontier.scheduler import new_worker_id
+from scrapy_fleet.politeness import frontier_of, sleep, slot_of
+from scrapy_fleet.politeness.config import PolitenessConfig
+from scrapy_fleet.politeness.slots import RESERVE_META_KEY
+from scrapy_fleet.politeness.store import PolitenessStore
+
+if TYPE_CHECKING:
+    from urllib.parse import ParseResult
+
+    from scrapy import Spider
+    from scrapy.crawler import Crawler
+    from scrapy.robotstxt import RobotParser
+
+logger = logging.getLogger(__name__)
+
+MAX_ROBOTS_BYTES = 512 * 1024  # what Google reads of a robots.txt; the rest is ignored
+POLL_INTERVAL = 0.1  # while another worker fetches a host's robots.txt
+NO_RULES = b"-\n"  # stored for a host whose robots.txt could not be had: allow all
+
+
+class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
+    def __init__(self, crawler: Crawler) -> None:
+        super().__init__(crawler)  # NotConfigured unless ROBOTSTXT_OBEY
+        self.config = PolitenessConfig.from_settings(crawler.settings)
+        self._owner = new_worker_id()
+        self._fresh: set[str] = set()  # netlocs whose rules this worker had to wait for
+        self._skipped: dict[str, float] = {}  # netloc -> its Crawl-delay, above the cap
+
+    async def process_request(self, request: Request, spider: Spider | None = None) -> None:
+        if request.meta.get("dont_obey_robotstxt"):
+            return
+        if request.url.startswith(("data:", "file:")):
+            return
+        if frontier_of(self.crawler) is None:  # not on the fleet: Scrapy's own behaviour
+            await super().process_request(request)
+            return
+        netloc = urlparse_cached(request).netloc
+        # rules not yet known here: this request may wait for them to be fetched
+        pending = netloc not in self._parsers or isinstance(self._parsers[netloc], Deferred)
+        rp = await self.robot_parser(request)
+        self.process_request_2(rp, request)
+        if netloc in self._skipped:
+            self.crawler.stats.inc_value("fleet/politeness/crawl_delay_skipped")
+            raise IgnoreRequest(
+                f"{netloc} asks for Crawl-delay {self._skipped[netloc]:g} s, above "
+                f"FLEET_MAX_CRAWL_DELAY ({self.config.max_crawl_delay:g} s): host skipped"
+            )
+        if pending and netloc in self._fresh and codec.LEASE_META_KEY in request.meta:
+            # leased before robots.txt was fetched: its turn in the slot is spent
+            request.meta[RESERVE_META_KEY] = True
+
+    async def robot_parser(self, request: Request) -> RobotParser | None:
+        frontier = frontier_of(self.crawler)
+        if frontier is None:
+            return await super().robot_parser(request)
+        url = urlparse_cached(request)
+        netloc = url.netloc
+        if netloc not in self._parsers:
+            self._parsers[netloc] = Deferred()
+            rp: RobotParser | None = None
+            try:
+                stored = await self._fleet_robots(request, url, PolitenessStore.of(frontier))
+                body = _body(stored)
+                if body is not None:
+                    rp = build_from_crawler(self._parserimpl, self.crawler, body)
+                    self._check_crawl_delay(netloc, body, request)
+                    await self.crawler.signals.send_catch_log_async(
+                        signal=signals.robots_parsed, robotparser=rp, request=request,
+                    )
+            except Exception as exc:  # Redis gone for good, a parser failure...
+                logger.error("Could not get robots.txt of %s: %s", netloc, exc,
+                             extra={"spider": self.crawler.spider})
+            waiting = self._parsers[netloc]
+            self._parsers[netloc] = rp
+            assert isinstance(waiting, Deferred)
+            waiting.callback(rp)
+        parser = self._parsers[netloc]
+        if isinstance(parser, Deferred):
+            return await maybe_deferred_to_future(parser)
+        return parser
+
+    # --- the fleet-wide cache -------------------------------------------------------
+
+    async def _fleet_robots(self, request: Request, url: ParseResult, store: PolitenessStore) -> bytes:
+        netloc = url.netloc
+        while True:
+            stored = store.robots_get(netloc)
+            if stored is not None:
+                return stored
+            if store.robots_lock(netloc, self._owner, self.config.robots_timeout):
+                self._fresh.add(netloc)
+                stored = await self._download_robots(request, url)
+                body = _body(stored)
+                if body is not None:
+                    self._record_crawl_delay(netloc, body, request, store)
+                store.robots_put(netloc, stored)
+                return stored
+            self._fresh.add(netloc)
+            await sleep(POLL_INTERVAL)
+
+    async def _download_robots(self, request: Request, url: ParseResult) -> bytes:
+        meta: dict = {"dont_obey_robotstxt": True}
+        if request.meta.get("download_slot"):
+            meta["download_slot"] = request.meta["download_slot"]
+        robotsreq = Request(
+            f"{url.scheme}://{url.netloc}/robots.txt", priority=self.DOWNLOAD_PRIORITY,
+            meta=meta, callback=NO_CALLBACK,
+        )
+        self._stats.inc_value("robotstxt/request_count")
+        try:
+            response = await self.crawler.engine.download_async(robotsreq)
+        except Exception as exc:
+            if not isinstance(exc, IgnoreRequest):
+                logger.error("Error downloading %s: %s", robotsreq, exc,
+                             extra={"spider": self.crawler.spider})
+                self._stats.inc_value(f"robotstxt/exception_count/{type(exc)}")
+            return NO_RULES
+        self._stats.inc_value("robotstxt/response_count")
+        self._stats.inc_value(f"robotstxt/response_status_count/{response.status}")
+        if not 200 <= response.status < 300:
+            return NO_RULES
+        return b"%d\n" % response.status + response.body[:MAX_ROBOTS_BYTES]
+
+    # --- Crawl-delay ----------------------------------------------------------------
+
+    def _crawl_delay(self, body: bytes, request: Request) -> float | None:
+        useragent = self._robotstxt_useragent or request.headers.get(b"User-Agent", self._default_useragent)
+        if isinstance(useragent, bytes):
+            useragent = useragent.decode("utf-8", "replace")
+        try:
+            delay = Protego.parse(body.decode("utf-8", "replace")).crawl_delay(useragent or "*")
+        except Exception:  # a robots.txt Protego cannot read has no Crawl-delay for us
+            return None
+        return None if delay is None else max(0.0, float(delay))
+
+    def _record_crawl_delay(self, netloc: str, body: bytes, request: Request, store: PolitenessStore) -> None:
+        """The fetching worker writes the host's Crawl-delay for the whole fleet."""
+        delay = self._crawl_delay(body, request)
+        if delay is None:
+            return
+        self.crawler.stats.inc_value("fleet/politeness/crawl_delay_hosts")
+        if delay > self.config.max_crawl_delay:
+            self.crawler.stats.inc_value("fleet/politeness/crawl_delay_skipped_hosts")
+            logger.warning(
+                "%s asks for Crawl-delay %g s, above FLEET_MAX_CRAWL_DELAY (%g s): skipping it",
+                netloc, delay, self.config.max_crawl_delay,
+            )
+            store.set_crawl_delay(slot_of(request), None)
+        else:
+            logger.info("%s asks for Crawl-delay %g s: every worker honours it", netloc, delay)
+            store.set_crawl_delay(slot_of(request), delay)
+
+    def _check_crawl_delay(self, netloc: str, body: bytes, request: Request) -> None:
+        """Every worker decides for itself whether a host is skipped (same text, same rule)."""
+        delay = self._crawl_delay(body, request)
+        if delay is not None and delay > self.config.max_crawl_delay:
+            self._skipped[netloc] = delay
+
+
+def _body(stored: bytes) -> bytes | None:
+    """The robots.txt text of a stored entry; None for "no rules"."""
+    status, _, body = stored.partition(b"\n")
+    return None if status == b"-" else body

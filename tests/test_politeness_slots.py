@@ -1,0 +1,117 @@
+"""Fleet-wide delay and turns (scrapy_fleet/politeness/slots.py and its Redis scripts).
+
+End to end: three real ``scrapy`` workers on one Redis against a local web of several
+hosts that logs each request's arrival time. Timing asserts use generous bounds only.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_link_spider
+from polite_site import Host, PoliteSite, Worker, gaps, summary, total
+from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.frontier.queue import RedisFrontier
+from scrapy_fleet.politeness.store import PolitenessStore
+
+WAIT = 120
+
+
+def make(redis_client, redis_url, key_prefix, worker="w1", **kwargs) -> RedisFrontier:
+    frontier = RedisFrontier(redis_client, CrawlKeys(key_prefix, "spider"), worker, url=redis_url, **kwargs)
+    frontier.open(fresh=False)
+    return frontier
+
+
+def fp(n: int) -> bytes:
+    return n.to_bytes(20, "big")
+
+
+def crawl(tmp_path: Path, site: PoliteSite, settings: dict[str, str], workers: int = 3) -> list[Worker]:
+    procs = [Worker(run_link_spider(tmp_path, site.hub_url, settings)) for _ in range(workers)]
+    codes = [w.finish(WAIT) for w in procs]
+    assert codes == [0] * workers, "\n\n".join(w.text[-3000:] for w in procs)
+    return procs
+
+
+# --- the scripts against a real Redis ----------------------------------------------------
+
+
+def test_reserve_spaces_unleased_downloads_and_the_next_lease(redis_client, redis_url, key_prefix):
+    frontier = make(redis_client, redis_url, key_prefix, download_delay=0.3)
+    store = PolitenessStore(frontier)
+    frontier.flush([(fp(1), "h", 0, b"page")])
+    assert store.reserve("h") == 0  # nothing before it: go now
+    second = store.reserve("h")  # the next turn is one delay later
+    assert 0.25 <= second <= 0.31
+    # the queued page is held until after both turns
+    assert frontier.flush(pop=5).popped == []
+    deadline = time.monotonic() + 5
+    started = time.monotonic()
+    while not frontier.flush(pop=5).popped:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert time.monotonic() - started >= 0.5
+
+
+def test_reserve_without_a_delay_is_free(redis_client, redis_url, key_prefix):
+    store = PolitenessStore(make(redis_client, redis_url, key_prefix))
+    assert [store.reserve("h") for _ in range(3)] == [0, 0, 0]
+
+
+def test_adaptive_delay_follows_latency_within_bounds(redis_client, redis_url, key_prefix):
+    store = PolitenessStore(make(redis_client, redis_url, key_prefix))
+    kw = dict(start=5.0, minimum=0.2, maximum=10.0, target_concurrency=1.0)
+    assert store.adapt("h", 1.0, 200, **kw) == 3.0  # halfway from the start delay
+    assert store.adapt("h", 1.0, 200, **kw) == 2.0
+    for _ in range(20):
+        delay = store.adapt("h", 0.01, 200, **kw)
+    assert delay == 0.2  # never below DOWNLOAD_DELAY
+    assert store.adapt("h", 0.01, 500, **kw) == 0.2  # errors never lower it
+    assert store.adapt("h", 100, 200, **kw) == 10.0  # nor above the maximum
+    assert store.slot_delay("h") == 10.0
+    store.set_crawl_delay("h", 4.0)  # a Crawl-delay is a floor
+    for _ in range(20):
+        delay = store.adapt("h", 0.01, 200, **kw)
+    assert delay == 4.0
+
+
+# --- end to end ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def web():
+    # host 0 is slow to answer; the others are quick
+    site = PoliteSite([Host(pages=8, latency=0.8)] + [Host(pages=8) for _ in range(4)]).start()
+    yield site
+    site.stop()
+
+
+def test_three_workers_keep_the_delay_per_host_and_hosts_do_not_wait(tmp_path, web, fleet_settings):
+    delay = 0.5
+    settings = {**fleet_settings, "DOWNLOAD_DELAY": str(delay), "ROBOTSTXT_OBEY": "True"}
+    workers = crawl(tmp_path, web, settings)
+
+    report = []
+    for i in range(len(web.hosts)):
+        host = web.host(i)
+        arrivals = web.log(host)  # robots.txt included: it is a request to the host too
+        assert sorted(web.pages(host)) == sorted(f"/p/{k}" for k in range(8)), host
+        assert web.robots_fetches(host) == 1, host
+        report.append(f"{host}: {summary(gaps(arrivals))}")
+        assert min(gaps(arrivals)) >= 0.45, "\n".join(report)
+    # 45 arrivals at one host's pace would take > 20 s; the hosts went side by side
+    first = min(a.at for a in web.arrivals)
+    last = max(a.at for a in web.arrivals)
+    assert last - first < 0.5 * len(web.arrivals) * delay, "\n".join(report)
+    # the slow host did not hold the quick ones up: they finished long before it
+    quick_done = max(web.log(web.host(i))[-1].at for i in range(1, 5))
+    assert quick_done < web.log(web.host(0))[-1].at
+    # the workers shared the work (a late starter may find little left)
+    assert sum(w.stat("response_received_count") > 0 for w in workers) >= 2
+    # hub + its robots.txt, 5 x 8 pages, 5 robots.txt: each fetched once in the fleet
+    assert total(workers, "response_received_count") == 2 + 5 * 8 + 5
+    assert workers[0].stat("fleet/politeness/delayed") > 0
