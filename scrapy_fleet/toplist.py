@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import ipaddress
-import logging
 import os
 import re
 import zipfile
@@ -22,7 +21,6 @@ from urllib.parse import urlparse
 import idna
 from w3lib.url import safe_url_string
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_LIST_URL = "https://tranco-list.eu/top-1m.csv.zip"
 

@@ -13,7 +13,7 @@ retried a limited number of times with exponential backoff, then given up
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlparse
 
