@@ -428,15 +428,15 @@ class Launcher:
             self._line_len = 0
 
     def _watch_state(self, state: dict[str, str], now: float) -> None:
+        if self.crawl_started_at is None:
+            self.crawl_started_at = state.get("started_at")
         if state.get("status") == "done":
             self.saw_done = True
             if self._done_since is None:
                 self._done_since = now
             return
         started_at = state.get("started_at")
-        if self.crawl_started_at is None:
-            self.crawl_started_at = started_at
-        elif self.saw_done and started_at != self.crawl_started_at and self.interrupted is None:
+        if self.saw_done and started_at != self.crawl_started_at and self.interrupted is None:
             # the crawl finished and one of our late (re)started workers opened a new,
             # never-seeded one: it would wait forever; stop it
             self.say("the crawl finished before all workers had joined; stopping them")
@@ -510,7 +510,7 @@ class Launcher:
         for w in self.workers:
             pid = w.proc.pid if w.proc else "-"
             ended = signal_name(w.exit_code) if w.exit_code is not None else "not started"
-            restarts = f", {w.restarts} restarts" if w.restarts else ""
+            restarts = f", {_plural(w.restarts, 'restart')}" if w.restarts else ""
             lines.append(f"worker {w.slot} (pid {pid}): {ended}, {w.reason or 'no close reason'}, "
                          f"{w.pages} pages{restarts}; log {w.log_path}")
         if self.options.item_pipelines and self.options.output:
