@@ -93,8 +93,11 @@ return new
 """
 
 # Crawl-delay from robots.txt: the slot's delay becomes at least this, for every worker.
-# KEYS[7] slotdelay  KEYS[8] crawldelay   ARGV[3] slot  ARGV[4] delay ms (-1: skipped host)
-CRAWL_DELAY = PRELUDE + r"""
+# The turn already granted was spaced by the old delay: its successor moves out by the
+# difference, so the request after robots.txt keeps the new delay too.
+# KEYS[7] slotdelay  KEYS[8] crawldelay
+# ARGV[3] slot  ARGV[4] delay ms (-1: skipped host)  ARGV[5] default delay ms
+CRAWL_DELAY = PRELUDE + _PARK + r"""
 local slot, d = ARGV[3], tonumber(ARGV[4])
 if d < 0 then
   -- skipped: its requests are dropped without a download, so let them drain at once
@@ -102,8 +105,14 @@ if d < 0 then
   redis.call('HINCRBY', K.stats, 'politeness/crawl_delay_skipped_hosts', 1)
 else
   redis.call('HSET', KEYS[8], slot, d)
-  if tonumber(redis.call('HGET', KEYS[7], slot) or '0') < d then
+  local cur = tonumber(redis.call('HGET', KEYS[7], slot) or ARGV[5])
+  if cur < d then
     redis.call('HSET', KEYS[7], slot, d)
+    local ok = redis.call('HGET', K.nextok, slot)
+    if ok then
+      redis.call('HSET', K.nextok, slot, string.format('%d', tonumber(ok) + d - cur))
+      park(slot)
+    end
   end
 end
 redis.call('HINCRBY', K.stats, 'politeness/crawl_delay_hosts', 1)
@@ -186,7 +195,7 @@ class PolitenessStore:
         """Honour a Crawl-delay fleet-wide (None: the host is skipped)."""
         self._run(
             "CRAWL_DELAY", [self.keys.slot_delay, self.keys.crawl_delay],
-            [slot, -1 if seconds is None else int(seconds * 1000)],
+            [slot, -1 if seconds is None else int(seconds * 1000), self.frontier.delay_ms],
             "record a Crawl-delay",
         )
 
