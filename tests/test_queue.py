@@ -177,3 +177,22 @@ def test_pause_slot_holds_it_for_everyone(redis_client, redis_url, key_prefix):
         popped = frontier.flush(pop=5).popped
         time.sleep(0.02)
     assert ids(popped) == [b"b"]
+
+
+def test_scripts_lost_by_the_server_are_reloaded(frontier):
+    frontier.flush([(fp(1), "a", 0, b"x")])
+    frontier.client.script_flush()  # what a restarted server looks like
+    result = frontier.flush([(fp(2), "a", 0, b"y")], pop=5)
+    assert sorted(ids(result.popped)) == [b"x", b"y"]
+    stats = frontier.status()["stats"]
+    assert (stats["pending"], stats["leased"], stats["enqueued"]) == (0, 2, 2)
+
+
+def test_big_batches_are_chunked(redis_client, redis_url, key_prefix):
+    frontier = make(redis_client, redis_url, key_prefix, concurrency_per_slot=10_000)
+    entries = [(fp(i), f"host{i % 7}", 0, b"x") for i in range(9000)]
+    assert all(frontier.flush(entries).pushed)
+    popped = frontier.flush(pop=9000).popped
+    assert len(popped) == 9000
+    assert frontier.flush(acks=[i for i, _ in popped]).pushed == []
+    assert frontier.status()["stats"]["acked"] == 9000

@@ -21,6 +21,9 @@ from scrapy_fleet.frontier.keys import CrawlKeys
 
 PAGES = 300
 WAIT = 120  # generous upper bound for any one crawl on a loaded 2-core machine
+# The whole site is one host, and CONCURRENT_REQUESTS_PER_DOMAIN is a fleet-wide cap: at
+# the default (8) one worker can hold all of the host's slots. Let both workers in.
+SHARED_HOST = {"CONCURRENT_REQUESTS_PER_DOMAIN": "64"}
 
 
 @pytest.fixture
@@ -83,7 +86,8 @@ def all_pages() -> set[str]:
 
 
 def test_two_processes_fetch_every_page_exactly_once(tmp_path: Path, site, fleet_settings):
-    workers = [Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings)) for _ in range(2)]
+    settings = {**fleet_settings, **SHARED_HOST}
+    workers = [Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings)) for _ in range(2)]
     codes = [w.finish() for w in workers]
 
     assert codes == [0, 0], workers[0].text[-3000:] + workers[1].text[-3000:]
@@ -93,13 +97,24 @@ def test_two_processes_fetch_every_page_exactly_once(tmp_path: Path, site, fleet
     for worker in workers:
         assert "finish_reason': 'finished'" in worker.text
     assert sum(w.stat("response_received_count") for w in workers) == PAGES
+    assert all(w.stat("response_received_count") > 0 for w in workers)  # both took part
 
 
-def test_sigkilled_worker_loses_nothing(tmp_path: Path, site, fleet_settings):
-    settings = {**fleet_settings, "FLEET_LEASE_TIMEOUT": "2"}
+def leases_of(redis_client, key_prefix: str, pid: int) -> int:
+    keys = CrawlKeys(key_prefix, "links")
+    for worker in redis_client.zrange(keys.workers, 0, -1):
+        if f":{pid}:" in worker.decode():
+            return redis_client.hlen(keys.lease(worker.decode()))
+    return 0
+
+
+def test_sigkilled_worker_loses_nothing(tmp_path: Path, site, fleet_settings, redis_client):
+    settings = {**fleet_settings, **SHARED_HOST, "FLEET_LEASE_TIMEOUT": "2"}
     victim = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
     survivor = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
-    wait_until(lambda: len(site.page_fetches()) >= 60)
+    # kill it while it holds work, after the crawl is well under way
+    wait_until(lambda: len(site.page_fetches()) >= 60
+               and leases_of(redis_client, fleet_settings["FLEET_KEY_PREFIX"], victim.proc.pid) > 0)
     victim.proc.send_signal(signal.SIGKILL)
     assert victim.finish() == -signal.SIGKILL
 

@@ -79,19 +79,32 @@ class RedisFrontier:
 
     def _script(self, name: str, extra_keys: Sequence[str], extra_args: Sequence[Any],
                 client: Any = None) -> Any:
-        return self._scripts[name](
-            keys=[*self._common_keys, *extra_keys],
-            args=[*self._common_args, *extra_args],
-            client=client or self.client,
-        )
+        keys = [*self._common_keys, *extra_keys]
+        args = [*self._common_args, *extra_args]
+        if isinstance(client, redis.client.Pipeline):
+            # EVALSHA queued as is: redis-py's Script would add a SCRIPT EXISTS round trip
+            # to every pipeline; a server that lost its scripts answers NOSCRIPT instead
+            return client.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+        return self._scripts[name](keys=keys, args=args, client=client or self.client)
+
+    def _load_scripts(self) -> None:
+        for script in self._scripts.values():
+            self.client.script_load(script.script)
 
     def call(self, operation: Callable[[], T], what: str) -> T:
         """Run ``operation``, retrying while Redis is unreachable, up to the deadline."""
         started = time.monotonic()
         attempt = 0
+        reloads = 0
         while True:
             try:
                 result = operation()
+            except redis.exceptions.NoScriptError:
+                # the server restarted (or SCRIPT FLUSH): pipelines queue bare EVALSHAs
+                if reloads >= 3:
+                    raise
+                reloads += 1
+                self.call(self._load_scripts, "load the frontier's scripts")
             except _TRANSIENT as exc:
                 waited = time.monotonic() - started
                 if waited >= self.retry_timeout:
@@ -224,7 +237,9 @@ class RedisFrontier:
                 )
             try:
                 return pipe.execute()
-            except _TRANSIENT:
+            except (*_TRANSIENT, redis.exceptions.NoScriptError):
+                # other commands of the batch may have run: reconcile leases afterwards
+                # (pushes dedupe themselves, acks are idempotent)
                 failed = True
                 raise
 

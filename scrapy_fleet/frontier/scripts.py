@@ -45,6 +45,13 @@ local function schedule_slot(slot, now)
   end
 end
 
+-- A variadic command over a long argument list, in chunks (Lua's unpack is bounded).
+local function call_many(cmd, key, args)
+  for i = 1, #args, 4000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 3999, #args)))
+  end
+end
+
 -- One fewer request of this slot in flight.
 local function release_slot(slot)
   if redis.call('HINCRBY', K.inflight, slot, -1) <= 0 then
@@ -74,33 +81,68 @@ end
 # Returns one integer per request: 1 enqueued, 0 duplicate.
 PUSH = PRELUDE + r"""
 local now = now_ms()
-local out = {}
-local added, dups = 0, 0
+local fps = {}
 for i = 3, #ARGV, 4 do
-  local fp, slot, prio, blob = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
-  if fp ~= '' and redis.call('SADD', KEYS[8], fp) == 0 then
-    dups = dups + 1
+  if ARGV[i] ~= '' then fps[#fps + 1] = ARGV[i] end
+end
+-- one SMISMEMBER for the batch; `seen` also catches repeats within the batch
+local seen, new_fps = {}, {}
+for i = 1, #fps, 4000 do
+  local chunk_end = math.min(i + 3999, #fps)
+  local flags = redis.call('SMISMEMBER', KEYS[8], unpack(fps, i, chunk_end))
+  for j = i, chunk_end do
+    if flags[j - i + 1] == 1 then seen[fps[j]] = true end
+  end
+end
+local accepted, out = {}, {}
+for i = 3, #ARGV, 4 do
+  local fp = ARGV[i]
+  if fp ~= '' and seen[fp] then
     out[#out + 1] = 0
   else
-    local id = redis.call('INCR', KEYS[7])
-    local score = string.format('%.17g', -prio * 1099511627776 + id)
-    redis.call('HSET', K.payload, id, blob)
-    redis.call('ZADD', K.qprefix .. slot, score, id)
-    -- a better head lowers the slot's score in `ready`; otherwise place the slot
-    if not redis.call('ZSCORE', K.ready, slot) then
-      schedule_slot(slot, now)
-    else
-      redis.call('ZADD', K.ready, 'XX', 'LT', score, slot)
+    if fp ~= '' then
+      seen[fp] = true
+      new_fps[#new_fps + 1] = fp
     end
-    added = added + 1
+    accepted[#accepted + 1] = i
     out[#out + 1] = 1
   end
 end
+local added = #accepted
+if #new_fps > 0 then call_many('SADD', KEYS[8], new_fps) end
 if added > 0 then
+  local first = redis.call('INCRBY', KEYS[7], added) - added
+  local payloads, by_slot, best = {}, {}, {}
+  for n, i in ipairs(accepted) do
+    local id = first + n
+    local slot, prio = ARGV[i + 1], tonumber(ARGV[i + 2])
+    local score = -prio * 1099511627776 + id
+    payloads[#payloads + 1] = id
+    payloads[#payloads + 1] = ARGV[i + 3]
+    local members = by_slot[slot]
+    if not members then
+      members = {}
+      by_slot[slot] = members
+    end
+    members[#members + 1] = string.format('%.17g', score)
+    members[#members + 1] = id
+    if not best[slot] or score < best[slot] then best[slot] = score end
+  end
+  call_many('HSET', K.payload, payloads)
+  for slot, members in pairs(by_slot) do
+    call_many('ZADD', K.qprefix .. slot, members)
+    -- a better head lowers the slot's score in `ready`; otherwise place the slot
+    local current = redis.call('ZSCORE', K.ready, slot)
+    if not current then
+      schedule_slot(slot, now)
+    elseif best[slot] < tonumber(current) then
+      redis.call('ZADD', K.ready, string.format('%.17g', best[slot]), slot)
+    end
+  end
   redis.call('HINCRBY', K.stats, 'pending', added)
   redis.call('HINCRBY', K.stats, 'enqueued', added)
 end
-if dups > 0 then redis.call('HINCRBY', K.stats, 'duplicate', dups) end
+if added < #out then redis.call('HINCRBY', K.stats, 'duplicate', #out - added) end
 return out
 """
 
@@ -117,27 +159,50 @@ for _, slot in ipairs(redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT
   redis.call('ZREM', K.delayed, slot)
   schedule_slot(slot, now)
 end
-local out = {}
-local taken = 0
-while taken < n do
+local overrides = redis.call('EXISTS', KEYS[9]) == 1
+local ids, leases = {}, {}
+while #ids < n do
   local top = redis.call('ZRANGE', K.ready, 0, 0)
   if #top == 0 then break end
   local slot = top[1]
-  local popped = redis.call('ZPOPMIN', K.qprefix .. slot)
-  redis.call('ZREM', K.ready, slot)
-  if #popped > 0 then
-    local id, score = popped[1], popped[2]
-    redis.call('HSET', KEYS[7], id, score .. ' ' .. slot)
-    redis.call('HINCRBY', K.inflight, slot, 1)
-    local d = tonumber(redis.call('HGET', KEYS[9], slot) or delay)
+  local q = K.qprefix .. slot
+  local popped = redis.call('ZPOPMIN', q)
+  if #popped == 0 then
+    redis.call('ZREM', K.ready, slot)
+  else
+    local id = popped[1]
+    ids[#ids + 1] = id
+    leases[#leases + 1] = id
+    leases[#leases + 1] = popped[2] .. ' ' .. slot
+    local inflight = redis.call('HINCRBY', K.inflight, slot, 1)
+    local d = delay
+    if overrides then d = tonumber(redis.call('HGET', KEYS[9], slot) or delay) end
     if d > 0 then redis.call('HSET', K.nextok, slot, now + d) end
-    schedule_slot(slot, now)
-    out[#out + 1] = id
-    out[#out + 1] = redis.call('HGET', K.payload, id) or false
-    taken = taken + 1
+    -- the slot was in `ready`: move it on to where it belongs now
+    local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+    if #head == 0 or inflight >= K.cap then
+      redis.call('ZREM', K.ready, slot)
+    elseif d > 0 then
+      redis.call('ZREM', K.ready, slot)
+      redis.call('ZADD', K.delayed, now + d, slot)
+      redis.call('HINCRBY', K.stats, 'politeness/delayed', 1)
+    else
+      redis.call('ZADD', K.ready, head[2], slot)
+    end
   end
 end
+local out = {}
+local taken = #ids
 if taken > 0 then
+  call_many('HSET', KEYS[7], leases)
+  for i = 1, taken, 4000 do
+    local chunk_end = math.min(i + 3999, taken)
+    local payloads = redis.call('HMGET', K.payload, unpack(ids, i, chunk_end))
+    for j = i, chunk_end do
+      out[#out + 1] = ids[j]
+      out[#out + 1] = payloads[j - i + 1]
+    end
+  end
   redis.call('HINCRBY', K.stats, 'pending', -taken)
   redis.call('HINCRBY', K.stats, 'leased', taken)
   redis.call('HINCRBY', K.stats, 'popped', taken)
@@ -150,20 +215,31 @@ return out
 # ARGV[4..] ids.  Returns how many were still leased (acks are idempotent).
 ACK = PRELUDE + r"""
 local now = now_ms()
-local done = 0
-for i = 4, #ARGV do
-  local id = ARGV[i]
-  local entry = redis.call('HGET', KEYS[7], id)
-  if entry then
-    redis.call('HDEL', KEYS[7], id)
-    redis.call('HDEL', K.payload, id)
-    local slot = string.sub(entry, string.find(entry, ' ', 1, true) + 1)
-    release_slot(slot)
-    schedule_slot(slot, now)
-    done = done + 1
+local ids = {}
+for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+local found, per_slot = {}, {}
+for i = 1, #ids, 4000 do
+  local chunk_end = math.min(i + 3999, #ids)
+  local entries = redis.call('HMGET', KEYS[7], unpack(ids, i, chunk_end))
+  for j = i, chunk_end do
+    local entry = entries[j - i + 1]
+    if entry then
+      found[#found + 1] = ids[j]
+      local slot = string.sub(entry, string.find(entry, ' ', 1, true) + 1)
+      per_slot[slot] = (per_slot[slot] or 0) + 1
+    end
   end
 end
+local done = #found
 if done > 0 then
+  call_many('HDEL', KEYS[7], found)
+  call_many('HDEL', K.payload, found)
+  for slot, count in pairs(per_slot) do
+    if redis.call('HINCRBY', K.inflight, slot, -count) <= 0 then
+      redis.call('HDEL', K.inflight, slot)
+    end
+    schedule_slot(slot, now)  -- below its cap again, maybe
+  end
   redis.call('HINCRBY', K.stats, 'leased', -done)
   redis.call('HINCRBY', K.stats, ARGV[3], done)
 end
