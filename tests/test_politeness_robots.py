@@ -49,7 +49,7 @@ def test_crawl_delay_is_honoured_across_workers_and_robots_fetched_once(tmp_path
     assert min(gaps(web.log(delayed))) >= 0.9, summary(gaps(web.log(delayed)))
     # ...and only for that host
     assert sorted(web.pages(fast)) == sorted(f"/p/{k}" for k in range(12))
-    assert min(gaps(web.log(fast))) >= 0.09
+    assert min(gaps(web.log(fast))) >= 0.05  # DOWNLOAD_DELAY 0.1, loose: loopback jitter under load
     assert min(gaps(web.log(fast))) < 0.9
     assert sorted(web.pages(bare)) == sorted(f"/p/{k}" for k in range(6))
 

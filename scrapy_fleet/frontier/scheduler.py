@@ -114,6 +114,7 @@ class FleetScheduler(BaseScheduler):
         self._totals_sent: dict[str, int] = {}
         self._tick: task.LoopingCall | None = None
         self._invalid_logged = 0
+        self._wake_at: Any = None  # a pending reactor call: a delayed slot comes due
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -178,6 +179,8 @@ class FleetScheduler(BaseScheduler):
     def close(self, reason: str) -> None:
         if self._tick is not None and self._tick.running:
             self._tick.stop()
+        if self._wake_at is not None and self._wake_at.active():
+            self._wake_at.cancel()
         if self.fatal is not None:
             # Scrapy's exit status ignores how a spider closed; losing Redis must not exit 0
             atexit.register(_exit_with_status, EXIT_REDIS_UNAVAILABLE)
@@ -251,7 +254,39 @@ class FleetScheduler(BaseScheduler):
             self._buffer.extend(popped)
             self.stats.inc_value("fleet/leased", len(popped))
         else:
-            self._empty_until = time.monotonic() + self.config.poll_interval
+            # Politeness: when a slot held back by its delay comes due before the next
+            # tick, pop right then (else a 0.25 s delay would be served as 0.4 s).
+            wait = self.config.poll_interval
+            due = self._next_due()
+            if due is not None and due < wait:
+                wait = max(0.002, due)
+                self._wake_later(wait)
+            self._empty_until = time.monotonic() + wait
+
+    def _next_due(self) -> float | None:
+        """Seconds until the first slot held back by its delay may be leased again."""
+        assert self.frontier is not None
+        frontier = self.frontier
+
+        def run() -> list[Any]:
+            pipe = frontier.client.pipeline(transaction=False)
+            pipe.zrange(frontier.keys.delayed, 0, 0, withscores=True)
+            pipe.time()
+            return pipe.execute()
+
+        head, (sec, usec) = frontier.call(run, "read the delayed slots")
+        if not head:
+            return None
+        return max(0.0, (head[0][1] - (sec * 1000 + usec // 1000)) / 1000)
+
+    def _wake_later(self, seconds: float) -> None:
+        from twisted.internet import reactor
+
+        if self._wake_at is not None and self._wake_at.active():
+            if self._wake_at.getTime() <= reactor.seconds() + seconds:
+                return
+            self._wake_at.cancel()
+        self._wake_at = reactor.callLater(seconds, self._wake_engine)
 
     def _flush(self, pop: int = 0) -> list[tuple[str, bytes | None]]:
         assert self.frontier is not None
