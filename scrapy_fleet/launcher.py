@@ -575,9 +575,9 @@ def print_status(spider: str, config: FleetConfig, *, as_json: bool = False,
     out = out or sys.stdout
     url = config.redis_url
     if url is None:
-        from scrapy_fleet.redis_server import _answers, embedded_url, socket_path
+        from scrapy_fleet.redis_server import answers, embedded_url, socket_path
 
-        if not _answers(socket_path(config.data_dir)):
+        if not answers(socket_path(config.data_dir)):
             out.write(f"No crawl: the embedded Redis of {os.path.abspath(config.data_dir)} "
                       "is not running (set REDIS_URL for a shared one).\n")
             return EXIT_NOT_FINISHED

@@ -60,7 +60,8 @@ def embedded_url(data_dir: str | os.PathLike[str]) -> str:
     return f"unix://{socket_path(data_dir)}"
 
 
-def _answers(path: str) -> bool:
+def answers(path: str) -> bool:
+    """Whether a Redis server answers PING on this unix socket (never starts one)."""
     if not os.path.exists(path):
         return False
     try:
@@ -82,11 +83,11 @@ def ensure_embedded_server(data_dir: str | os.PathLike[str], timeout: float = 10
     data = Path(data_dir).absolute()
     data.mkdir(parents=True, exist_ok=True)
     sock = socket_path(data)
-    if _answers(sock):
+    if answers(sock):
         return f"unix://{sock}"
     with open(data / "redis.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _answers(sock):
+        if answers(sock):
             return f"unix://{sock}"
         if os.path.exists(sock):
             os.unlink(sock)  # left behind by a server that died
@@ -111,7 +112,7 @@ def ensure_embedded_server(data_dir: str | os.PathLike[str], timeout: float = 10
                 f"could not start {binary} for {data}: {proc.stderr or proc.stdout}".strip()
             )
         deadline = time.monotonic() + timeout
-        while not _answers(sock):
+        while not answers(sock):
             if time.monotonic() > deadline:
                 raise RedisUnavailable(
                     f"embedded redis-server did not answer on unix://{sock} within "
@@ -124,7 +125,7 @@ def ensure_embedded_server(data_dir: str | os.PathLike[str], timeout: float = 10
 def stop_embedded_server(data_dir: str | os.PathLike[str]) -> None:
     """Shut the data directory's server down, saving its data (used by tests and tools)."""
     sock = socket_path(data_dir)
-    if not _answers(sock):
+    if not answers(sock):
         return
     client = redis.Redis(unix_socket_path=sock, socket_timeout=5)
     try:

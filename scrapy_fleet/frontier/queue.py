@@ -131,11 +131,15 @@ class RedisFrontier:
 
     # --- lifecycle ------------------------------------------------------------------
 
-    def open(self, *, fresh: bool) -> str:
-        """Join the crawl; returns "new", "resumed" or "fresh" (an old crawl was wiped)."""
+    def open(self, *, fresh: bool, restart_finished: bool = True) -> str:
+        """Join the crawl; returns "new", "resumed", "fresh" (an old crawl was wiped) or
+        "finished" (it is done and ``restart_finished`` is off: a worker that does not
+        seed must not start a crawl nobody will feed)."""
         state = self.call(lambda: self.client.hgetall(self.keys.state), "read the crawl state")
         status = state.get(b"status")
         outcome = "new" if not state else "resumed"
+        if status == b"done" and not fresh and not restart_finished:
+            return "finished"
         if fresh or status == b"done":
             self.wipe()
             outcome = "fresh" if state else "new"

@@ -29,11 +29,14 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from scrapy import signals
 from scrapy.core.scheduler import BaseScheduler
+from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler, load_object
 from twisted.internet import task
+from twisted.python.failure import Failure
 
 from scrapy_fleet.config import FleetConfig
 from scrapy_fleet.frontier import codec
@@ -160,7 +163,7 @@ class FleetScheduler(BaseScheduler):
                 retry_timeout=config.redis_retry_timeout,
                 on_connection_lost=(lambda: ensure_embedded_server(config.data_dir)) if embedded else None,
             )
-            outcome = self.frontier.open(fresh=config.fresh)
+            outcome = self.frontier.open(fresh=config.fresh, restart_finished=config.seed)
         except RedisUnavailable as exc:
             self.fatal = str(exc)
             logger.error("Cannot open the fleet frontier: %s", exc)
@@ -170,6 +173,8 @@ class FleetScheduler(BaseScheduler):
             spider.name, redact(url), self.worker_id, outcome,
         )
         self.stats.set_value("fleet/worker", self.worker_id)
+        if outcome == "finished":
+            self.finished = True  # nothing to do: the engine closes us as "finished"
         self._install_finish_hook()
         self._tick = task.LoopingCall(self._on_tick)
         self._tick.start(config.poll_interval, now=False).addErrback(
@@ -193,6 +198,7 @@ class FleetScheduler(BaseScheduler):
             return
         try:
             self._flush()
+            self._send_totals()
             handed_back = self.frontier.leave()
         except RedisUnavailable as exc:
             logger.error(
@@ -354,6 +360,17 @@ class FleetScheduler(BaseScheduler):
         return passthrough
 
     # --- seeding (called by FleetStartMiddleware) -----------------------------------
+
+    def feed(self, request: Request) -> None:
+        """Enqueue a start request as the engine would, minus a turn of its loop."""
+        assert self.crawler is not None
+        results = self.crawler.signals.send_catch_log(
+            signals.request_scheduled, request=request, spider=self.spider,
+            dont_log=IgnoreRequest,
+        )
+        if any(isinstance(r, Failure) and isinstance(r.value, IgnoreRequest) for _, r in results):
+            return
+        self.enqueue_request(request)
 
     def begin_seeding(self) -> None:
         assert self.frontier is not None

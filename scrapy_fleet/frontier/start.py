@@ -57,14 +57,18 @@ class FleetStartMiddleware:
             async for item_or_request in start:
                 fed += 1
                 if fed % _FEED_SLICE == 0:
-                    # Scrapy pulls start() without pause while the downloader is busy;
-                    # a long list would starve the reactor (heartbeats, downloads)
+                    # a long list must not starve the reactor (heartbeats, downloads)
                     await _yield_to_reactor()
+                if not isinstance(item_or_request, Request):
+                    yield item_or_request  # items from start() go to the pipelines as usual
+                    continue
                 # start_urls requests are dont_filter; in a fleet every process (and every
                 # resumed run) feeds them again, so they are deduplicated like the rest
-                if isinstance(item_or_request, Request) and item_or_request.dont_filter:
+                if item_or_request.dont_filter:
                     item_or_request = item_or_request.replace(dont_filter=False)
-                yield item_or_request
+                # straight into the frontier's push buffer: through the engine, every
+                # start request would cost an engine loop and a Redis round trip
+                scheduler.feed(item_or_request)
             complete = True
         except Exception:
             complete = True  # start() failed; what it fed is all there will be

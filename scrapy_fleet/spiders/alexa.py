@@ -30,6 +30,7 @@ from twisted.internet import error as net_error
 from twisted.python.failure import Failure
 from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
 
+from scrapy_fleet.frontier.scheduler import FleetScheduler
 from scrapy_fleet.items import LinkedPageItem, SiteItem
 from scrapy_fleet.toplist import (
     DEFAULT_LIST_URL,
@@ -137,11 +138,14 @@ class AlexaSpider(scrapy.Spider):
         if path is None:
             return
         queued = 0
+        # On the fleet frontier, start requests go straight to Redis (the shared queue is
+        # the place for the list); only a plain Scrapy scheduler needs the pacing below.
+        on_fleet = FleetScheduler.of(self.crawler) is not None
         for row in iter_rows(open_list_lines(path)):
             if isinstance(row, SkippedRow):
                 self.skip_row(row)
                 continue
-            if self.crawler.engine.needs_backout():
+            if not on_fleet and self.crawler.engine.needs_backout():
                 # Scrapy keeps pulling start() while the downloader is full; waiting
                 # here keeps the rest of the list in the file, not in the scheduler.
                 await self.crawler.signals.wait_for(signals.scheduler_empty)
