@@ -115,3 +115,22 @@ def test_three_workers_keep_the_delay_per_host_and_hosts_do_not_wait(tmp_path, w
     # hub + its robots.txt, 5 x 8 pages, 5 robots.txt: each fetched once in the fleet
     assert total(workers, "response_received_count") == 2 + 5 * 8 + 5
     assert workers[0].stat("fleet/politeness/delayed") > 0
+
+
+def test_adaptive_mode_sets_the_delay_from_latency_for_the_whole_fleet(tmp_path, fleet_settings, redis_client):
+    site = PoliteSite([Host(pages=14, latency=0.3)]).start()
+    try:
+        settings = {**fleet_settings, "FLEET_AUTOTHROTTLE": "True", "AUTOTHROTTLE_START_DELAY": "1",
+                    "AUTOTHROTTLE_MAX_DELAY": "5"}
+        crawl(tmp_path, site, settings)
+        host = site.host(0)
+        assert sorted(site.pages(host)) == sorted(f"/p/{k}" for k in range(14))
+        # without a delay the three workers would send up to 8 at once; here the shared
+        # delay starts at 1 s and settles near the 0.3 s latency, never far below it
+        steps = gaps(site.log(host))
+        assert min(steps) >= 0.2, summary(steps)
+        assert steps[0] >= 0.9  # AUTOTHROTTLE_START_DELAY, applied fleet-wide
+        keys = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "links")
+        assert 250 <= int(redis_client.hget(keys.slot_delay, host)) <= 700
+    finally:
+        site.stop()

@@ -50,6 +50,8 @@ class FleetSlotsMiddleware:
         crawler.signals.connect(self._reached_downloader, signal=signals.request_reached_downloader)
         if config.autothrottle:
             crawler.signals.connect(self._response_downloaded, signal=signals.response_downloaded)
+        # the frontier is open by then: in adaptive mode, its default delay is set at once
+        crawler.signals.connect(self._spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self._scheduler_closing, signal=signals.spider_idle)
         crawler.signals.connect(self._scheduler_closing, signal=signals.spider_closed)
 
@@ -82,6 +84,9 @@ class FleetSlotsMiddleware:
             logger.debug("Waiting %.2f s for a turn in slot %s: %s", wait, slot_of(request), request)
             await sleep(wait)
         return None
+
+    def _spider_opened(self, spider: Spider | None = None) -> None:
+        self.store()
 
     def _scheduler_closing(self, spider: Spider | None = None, reason: str | None = None) -> None:
         """Copy the crawl-wide politeness counters into this worker's stats."""
