@@ -3,12 +3,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import run_link_spider
 from polite_site import Host, PoliteSite, Worker, gaps, summary, total
+from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.frontier.queue import RedisFrontier
+from scrapy_fleet.politeness.robots import NO_RULES, _body
+from scrapy_fleet.politeness.store import PolitenessStore
 
 WAIT = 120
 
@@ -18,6 +23,25 @@ def crawl(tmp_path: Path, site: PoliteSite, settings: dict[str, str], workers: i
     codes = [w.finish(WAIT) for w in procs]
     assert codes == [0] * workers, "\n\n".join(w.text[-3000:] for w in procs)
     return procs
+
+
+def test_one_fetcher_per_host_and_a_dead_ones_lock_lapses(redis_client, redis_url, key_prefix):
+    frontier = RedisFrontier(redis_client, CrawlKeys(key_prefix, "spider"), "w1", url=redis_url)
+    store = PolitenessStore(frontier)
+    assert store.robots_get("h:80") is None
+    assert store.robots_lock("h:80", "a", ttl=0.3)
+    assert not store.robots_lock("h:80", "b", ttl=0.3)  # a fetches; b waits
+    time.sleep(0.2)
+    store.robots_lock_renew("h:80", 0.3)  # a is still at it
+    time.sleep(0.2)
+    assert not store.robots_lock("h:80", "b", ttl=0.3)
+    time.sleep(0.4)  # a died: its lock lapses, b fetches
+    assert store.robots_lock("h:80", "b", ttl=0.3)
+    store.robots_put("h:80", b"200\nUser-agent: *\nDisallow: /x\n")
+    assert _body(store.robots_get("h:80")) == b"User-agent: *\nDisallow: /x\n"
+    assert store.robots_lock("h:80", "c", ttl=0.3)  # the lock went with the put
+    assert _body(NO_RULES) is None
+    assert store.counters(["politeness/robots_fetched"]) == [1]
 
 
 @pytest.fixture

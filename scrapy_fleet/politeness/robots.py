@@ -5,10 +5,10 @@ subclass keeps what it fetched in Redis (HASH ``robots``: netloc -> status line 
 so each host's robots.txt is downloaded once for the whole crawl:
 
 1. a worker that needs a host's rules first looks in the local cache, then in Redis;
-2. if nobody has them yet, it takes a short lock (``robotslock:<netloc>``, SET NX PX
-   FLEET_ROBOTS_TIMEOUT) and fetches; the others poll Redis (without blocking the reactor)
-   until the rules appear, or the lock expires because the fetcher died (then one of them
-   fetches);
+2. if nobody has them yet, it takes a lock (``robotslock:<netloc>``, SET NX PX
+   FLEET_ROBOTS_TIMEOUT, renewed while the fetch lasts) and fetches; the others poll Redis
+   (without blocking the reactor) until the rules appear, or the lock expires because the
+   fetcher died (then one of them fetches);
 3. every worker parses the stored text with ROBOTSTXT_PARSER, as Scrapy would.
 
 A non-2xx answer or a download error counts as "no rules" (everything allowed), which is
@@ -36,6 +36,7 @@ from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler
+from twisted.internet import task
 from twisted.internet.defer import Deferred
 
 from scrapy_fleet.frontier import codec
@@ -128,9 +129,16 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
             stored = store.robots_get(netloc)
             if stored is not None:
                 return stored
-            if store.robots_lock(netloc, self._owner, self.config.robots_timeout):
+            ttl = self.config.robots_timeout
+            if store.robots_lock(netloc, self._owner, ttl):
                 self._fresh.add(netloc)
-                stored = await self._download_robots(request, url)
+                # the fetch may wait for its turn, a pause, retries: hold the lock meanwhile
+                renew = task.LoopingCall(self._renew_lock, store, netloc, ttl)
+                renew.start(ttl / 3, now=False)
+                try:
+                    stored = await self._download_robots(request, url)
+                finally:
+                    renew.stop()
                 body = _body(stored)
                 if body is not None:
                     self._record_crawl_delay(netloc, body, request, store)
@@ -138,6 +146,13 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
                 return stored
             self._fresh.add(netloc)
             await sleep(POLL_INTERVAL)
+
+    @staticmethod
+    def _renew_lock(store: PolitenessStore, netloc: str, ttl: float) -> None:
+        try:
+            store.robots_lock_renew(netloc, ttl)
+        except Exception as exc:  # the lock lapses; at worst another worker fetches too
+            logger.debug("could not renew the robots.txt lock of %s: %s", netloc, exc)
 
     async def _download_robots(self, request: Request, url: ParseResult) -> bytes:
         meta: dict = {"dont_obey_robotstxt": True}

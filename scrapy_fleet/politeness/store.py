@@ -212,6 +212,11 @@ class PolitenessStore:
             "lock a robots.txt fetch",
         ))
 
+    def robots_lock_renew(self, netloc: str, ttl: float) -> None:
+        key = self.keys.robots_lock_prefix + netloc
+        self.frontier.call(lambda: self.frontier.client.pexpire(key, max(1, int(ttl * 1000))),
+                           "renew a robots.txt lock")
+
     def robots_put(self, netloc: str, value: bytes) -> None:
         def run() -> None:
             pipe = self.frontier.client.pipeline(transaction=True)
