@@ -84,7 +84,7 @@ def test_adaptive_delay_follows_latency_within_bounds(redis_client, redis_url, k
 
 @pytest.fixture
 def web():
-    # host 0 is slow to answer; the others are quick
+    # host 0 is slow to answer; host 1 has a DOWNLOAD_SLOTS delay; the others are quick
     site = PoliteSite([Host(pages=8, latency=0.8)] + [Host(pages=8) for _ in range(4)]).start()
     yield site
     site.stop()
@@ -92,7 +92,9 @@ def web():
 
 def test_three_workers_keep_the_delay_per_host_and_hosts_do_not_wait(tmp_path, web, fleet_settings):
     delay = 0.5
-    settings = {**fleet_settings, "DOWNLOAD_DELAY": str(delay), "ROBOTSTXT_OBEY": "True"}
+    settings = {**fleet_settings, "DOWNLOAD_DELAY": str(delay), "ROBOTSTXT_OBEY": "True",
+                # Scrapy's per-slot delay: held fleet-wide too
+                "DOWNLOAD_SLOTS": '{"%s": {"delay": 1.0}}' % web.host(1)}
     workers = crawl(tmp_path, web, settings)
 
     report = []
@@ -103,12 +105,13 @@ def test_three_workers_keep_the_delay_per_host_and_hosts_do_not_wait(tmp_path, w
         assert web.robots_fetches(host) == 1, host
         report.append(f"{host}: {summary(gaps(arrivals))}")
         assert min(gaps(arrivals)) >= 0.45, "\n".join(report)
+    assert min(gaps(web.log(web.host(1)))) >= 0.9, "\n".join(report)
     # 45 arrivals at one host's pace would take > 20 s; the hosts went side by side
     first = min(a.at for a in web.arrivals)
     last = max(a.at for a in web.arrivals)
     assert last - first < 0.5 * len(web.arrivals) * delay, "\n".join(report)
     # the slow host did not hold the quick ones up: they finished long before it
-    quick_done = max(web.log(web.host(i))[-1].at for i in range(1, 5))
+    quick_done = max(web.log(web.host(i))[-1].at for i in range(2, 5))
     assert quick_done < web.log(web.host(0))[-1].at
     # the workers shared the work (a late starter may find little left)
     assert sum(w.stat("response_received_count") > 0 for w in workers) >= 2
@@ -134,3 +137,12 @@ def test_adaptive_mode_sets_the_delay_from_latency_for_the_whole_fleet(tmp_path,
         assert 250 <= int(redis_client.hget(keys.slot_delay, host)) <= 700
     finally:
         site.stop()
+
+
+def test_download_slots_delays_are_held_fleet_wide(redis_client, redis_url, key_prefix):
+    store = PolitenessStore(make(redis_client, redis_url, key_prefix, download_delay=0.1))
+    store.set_crawl_delay("crawly", 2.0)
+    store.set_slot_delays({"slow.example": 1.5, "crawly": 0.5})
+    assert store.slot_delay("slow.example") == 1.5
+    assert store.slot_delay("crawly") == 2.0  # a Crawl-delay is a floor
+    assert store.slot_delay("other") == 0.1  # DOWNLOAD_DELAY

@@ -86,7 +86,18 @@ class FleetSlotsMiddleware:
         return None
 
     def _spider_opened(self, spider: Spider | None = None) -> None:
-        self.store()
+        store = self.store()
+        if store is None:
+            return
+        # DOWNLOAD_SLOTS delays: the local ones are set to 0 like the rest, so the fleet
+        # holds them instead (their concurrency stays per process)
+        delays = {
+            slot: float(conf["delay"])
+            for slot, conf in self.crawler.settings.getdict("DOWNLOAD_SLOTS").items()
+            if isinstance(conf, dict) and conf.get("delay") is not None
+        }
+        if delays:
+            store.set_slot_delays(delays)
 
     def _scheduler_closing(self, spider: Spider | None = None, reason: str | None = None) -> None:
         """Copy the crawl-wide politeness counters into this worker's stats."""

@@ -119,6 +119,17 @@ redis.call('HINCRBY', K.stats, 'politeness/crawl_delay_hosts', 1)
 return 1
 """
 
+# Per-slot delays from Scrapy's DOWNLOAD_SLOTS setting, for the whole fleet (never below
+# a Crawl-delay already known).   KEYS[7] slotdelay  KEYS[8] crawldelay
+# ARGV[3..] pairs: slot, delay ms.
+SLOT_DELAYS = PRELUDE + r"""
+for i = 3, #ARGV, 2 do
+  local floor = tonumber(redis.call('HGET', KEYS[8], ARGV[i]) or '0')
+  redis.call('HSET', KEYS[7], ARGV[i], math.max(floor, tonumber(ARGV[i + 1])))
+end
+return 1
+"""
+
 _STORES: weakref.WeakKeyDictionary[RedisFrontier, PolitenessStore] = weakref.WeakKeyDictionary()
 
 
@@ -132,7 +143,7 @@ class PolitenessStore:
         self._scripts = {
             name: client.register_script(src)
             for name, src in (("RESERVE", RESERVE), ("BACKOFF", BACKOFF), ("ADAPT", ADAPT),
-                              ("CRAWL_DELAY", CRAWL_DELAY))
+                              ("CRAWL_DELAY", CRAWL_DELAY), ("SLOT_DELAYS", SLOT_DELAYS))
         }
         k = self.keys
         self._common_keys = [k.ready, k.delayed, k.nextok, k.inflight, k.stats, k.payload]
@@ -198,6 +209,15 @@ class PolitenessStore:
             [slot, -1 if seconds is None else int(seconds * 1000), self.frontier.delay_ms],
             "record a Crawl-delay",
         )
+
+    def set_slot_delays(self, delays: dict[str, float]) -> None:
+        """DOWNLOAD_SLOTS delays, held fleet-wide like DOWNLOAD_DELAY."""
+        args: list[Any] = []
+        for slot, seconds in delays.items():
+            args += [slot, int(seconds * 1000)]
+        if args:
+            self._run("SLOT_DELAYS", [self.keys.slot_delay, self.keys.crawl_delay], args,
+                      "record DOWNLOAD_SLOTS delays")
 
     # --- the robots.txt cache -------------------------------------------------------
 
