@@ -39,6 +39,7 @@ class Arrival:
     path: str
     at: float  # time.monotonic() when the request arrived
     status: int = 200
+    agent: str = ""  # its User-Agent (tests give each worker its own)
 
 
 class PoliteSite:
@@ -69,7 +70,8 @@ class PoliteSite:
                 status, headers, body = site._answer(host, self.path)
                 if host is not None:
                     with site._lock:
-                        site.arrivals.append(Arrival(address, self.path, arrived, status))
+                        site.arrivals.append(Arrival(address, self.path, arrived, status,
+                                                     self.headers.get("User-Agent", "")))
                     if host.latency:
                         time.sleep(host.latency)
                 self.send_response(status)

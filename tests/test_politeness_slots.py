@@ -120,6 +120,23 @@ def test_three_workers_keep_the_delay_per_host_and_hosts_do_not_wait(tmp_path, w
     assert workers[0].stat("fleet/politeness/delayed") > 0
 
 
+def test_three_workers_on_one_host_are_one_polite_crawler(tmp_path, fleet_settings):
+    site = PoliteSite([Host(pages=16)]).start()
+    try:
+        settings = {**fleet_settings, "DOWNLOAD_DELAY": "0.5"}
+        workers = [Worker(run_link_spider(tmp_path, site.hub_url, {**settings, "USER_AGENT": f"worker-{i}"}))
+                   for i in range(3)]
+        assert [w.finish(WAIT) for w in workers] == [0, 0, 0]
+        log = site.log(site.host(0))
+        assert len(log) == 16
+        assert {a.agent for a in log} == {"worker-0", "worker-1", "worker-2"}  # all took part
+        assert min(gaps(log)) >= 0.45, summary(gaps(log))
+        # and no slower than the delay asks (generous: loaded CI machines)
+        assert sorted(gaps(log))[len(log) // 2] < 0.8, summary(gaps(log))
+    finally:
+        site.stop()
+
+
 def test_adaptive_mode_sets_the_delay_from_latency_for_the_whole_fleet(tmp_path, fleet_settings, redis_client):
     site = PoliteSite([Host(pages=14, latency=0.3)]).start()
     try:
