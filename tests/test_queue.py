@@ -106,6 +106,8 @@ def test_download_delay_spaces_pops_of_a_slot_for_all_workers(redis_client, redi
     two = make(redis_client, redis_url, key_prefix, "w2", download_delay=0.3)
     one.flush([(fp(i), "polite", 0, b"p") for i in range(3)] + [(fp(9), "other", 0, b"o")])
     assert ids(one.flush(pop=10).popped) == [b"p", b"o"]  # one per slot per delay
+    empty = two.flush(pop=10)
+    assert empty.popped == [] and 0 < empty.next_due <= 0.3  # when to ask again
     started = time.monotonic()
     times = []
     while len(times) < 2:
@@ -164,19 +166,6 @@ def test_a_finished_crawl_starts_afresh_and_fresh_wipes(redis_client, redis_url,
     assert first.check_finished().finished
     assert first.open(fresh=False) == "fresh"  # done -> a new crawl
     assert first.flush([(fp(1), "a", 0, b"x")]).pushed == [True]
-
-
-def test_pause_slot_holds_it_for_everyone(redis_client, redis_url, key_prefix):
-    frontier = make(redis_client, redis_url, key_prefix)
-    frontier.flush([(fp(1), "busy", 0, b"b"), (fp(2), "calm", 0, b"c")])
-    frontier.pause_slot("busy", 0.3)
-    assert ids(frontier.flush(pop=5).popped) == [b"c"]
-    deadline = time.monotonic() + 10
-    popped: list = []
-    while not popped and time.monotonic() < deadline:
-        popped = frontier.flush(pop=5).popped
-        time.sleep(0.02)
-    assert ids(popped) == [b"b"]
 
 
 def test_scripts_lost_by_the_server_are_reloaded(frontier):

@@ -40,6 +40,7 @@ class FinishCheck:
 class FlushResult:
     pushed: list[bool]
     popped: list[tuple[str, bytes | None]]
+    next_due: float | None = None  # seconds until a slot held back by its delay comes due
 
 
 class RedisFrontier:
@@ -68,7 +69,7 @@ class RedisFrontier:
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
             for name in ("PUSH", "POP", "ACK", "REQUEUE", "RECLAIM", "CHECK_FINISHED",
-                         "HEARTBEAT", "PAUSE_SLOT")
+                         "HEARTBEAT")
         }
         k = keys
         self._common_keys = [k.ready, k.delayed, k.nextok, k.inflight, k.stats, k.payload]
@@ -250,12 +251,14 @@ class RedisFrontier:
         results = self.call(run, "update the frontier") if (pushes or acks or invalid or pop) else []
         pushed = [bool(x) for x in results[0]] if pushes else []
         popped: list[tuple[str, bytes | None]] = []
+        next_due = None
         if pop:
-            flat = results[-1]
+            flat, due_ms = results[-1]
             popped = [(flat[i].decode(), flat[i + 1] or None) for i in range(0, len(flat), 2)]
+            next_due = None if due_ms < 0 else due_ms / 1000
         if failed and pop:
             self._hand_back_unknown({*held, *(i for i, _ in popped)})
-        return FlushResult(pushed, popped)
+        return FlushResult(pushed, popped, next_due)
 
     def _hand_back_unknown(self, known: set[str]) -> None:
         leased = self.call(lambda: self.client.hkeys(self._lease_key), "list leases")
@@ -270,13 +273,6 @@ class RedisFrontier:
         return int(self.call(
             lambda: self._script("REQUEUE", [self._lease_key], list(ids)), "requeue requests"
         ))
-
-    def pause_slot(self, slot: str, seconds: float) -> None:
-        """Hold a download slot back for every worker (Retry-After, backoff)."""
-        self.call(
-            lambda: self._script("PAUSE_SLOT", [], [int(seconds * 1000), slot]),
-            "pause a download slot",
-        )
 
     # --- liveness and the end of the crawl -----------------------------------------
 

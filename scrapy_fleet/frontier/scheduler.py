@@ -42,7 +42,7 @@ from scrapy_fleet.config import FleetConfig
 from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.dupefilter import FleetDupeFilter
 from scrapy_fleet.frontier.keys import CrawlKeys
-from scrapy_fleet.frontier.queue import PushEntry, RedisFrontier
+from scrapy_fleet.frontier.queue import FlushResult, PushEntry, RedisFrontier
 from scrapy_fleet.redis_server import (
     RedisUnavailable,
     connect,
@@ -255,35 +255,18 @@ class FleetScheduler(BaseScheduler):
         free = self.concurrent_requests
         if self.crawler is not None and self.crawler.engine is not None:
             free -= len(self.crawler.engine.downloader.active)
-        popped = self._flush(pop=max(1, min(self.config.batch_size, free)))
-        if popped:
-            self._buffer.extend(popped)
-            self.stats.inc_value("fleet/leased", len(popped))
+        result = self._flush(pop=max(1, min(self.config.batch_size, free)))
+        if result.popped:
+            self._buffer.extend(result.popped)
+            self.stats.inc_value("fleet/leased", len(result.popped))
         else:
             # Politeness: when a slot held back by its delay comes due before the next
             # tick, pop right then (else a 0.25 s delay would be served as 0.4 s).
             wait = self.config.poll_interval
-            due = self._next_due()
-            if due is not None and due < wait:
-                wait = max(0.002, due)
+            if result.next_due is not None and result.next_due < wait:
+                wait = max(0.002, result.next_due)
                 self._wake_later(wait)
             self._empty_until = time.monotonic() + wait
-
-    def _next_due(self) -> float | None:
-        """Seconds until the first slot held back by its delay may be leased again."""
-        assert self.frontier is not None
-        frontier = self.frontier
-
-        def run() -> list[Any]:
-            pipe = frontier.client.pipeline(transaction=False)
-            pipe.zrange(frontier.keys.delayed, 0, 0, withscores=True)
-            pipe.time()
-            return pipe.execute()
-
-        head, (sec, usec) = frontier.call(run, "read the delayed slots")
-        if not head:
-            return None
-        return max(0.0, (head[0][1] - (sec * 1000 + usec // 1000)) / 1000)
 
     def _wake_later(self, seconds: float) -> None:
         from twisted.internet import reactor
@@ -294,7 +277,7 @@ class FleetScheduler(BaseScheduler):
             self._wake_at.cancel()
         self._wake_at = reactor.callLater(seconds, self._wake_engine)
 
-    def _flush(self, pop: int = 0) -> list[tuple[str, bytes | None]]:
+    def _flush(self, pop: int = 0) -> FlushResult:
         assert self.frontier is not None
         pushes, requests = self._pushes, self._push_requests
         acks, invalid = self._acks, self._invalid
@@ -318,7 +301,7 @@ class FleetScheduler(BaseScheduler):
                         self.df.log(request, self.spider)
         if acks:
             self.stats.inc_value("fleet/acked", len(acks))
-        return result.popped
+        return result
 
     def _reject(self, lease: str, blob: bytes | None, exc: Exception) -> None:
         self.stats.inc_value("fleet/invalid")

@@ -52,6 +52,14 @@ local function call_many(cmd, key, args)
   end
 end
 
+-- Hold a slot back until its `nextok` (set by the caller): out of `ready`, into
+-- `delayed`, if it has queued requests at all. Used by the politeness scripts.
+local function park(slot)
+  if redis.call('ZREM', K.ready, slot) == 1 or redis.call('ZSCORE', K.delayed, slot) then
+    redis.call('ZADD', K.delayed, redis.call('HGET', K.nextok, slot), slot)
+  end
+end
+
 -- One fewer request of this slot in flight.
 local function release_slot(slot)
   if redis.call('HINCRBY', K.inflight, slot, -1) <= 0 then
@@ -150,7 +158,8 @@ return out
 # time, honouring each slot's delay and in-flight cap. Also refreshes the heartbeat.
 # KEYS[7] lease:<worker>  KEYS[8] workers  KEYS[9] slotdelay
 # ARGV[3] n  ARGV[4] default delay ms  ARGV[5] worker id
-# Returns a flat list: id1, payload1, id2, payload2, ... (payload false if missing).
+# Returns {flat list id1, payload1, id2, payload2, ... (payload false if missing),
+#          ms until the first delayed slot comes due, or -1 if none is delayed}.
 POP = PRELUDE + r"""
 local now = now_ms()
 local n, delay, worker = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
@@ -207,7 +216,10 @@ if taken > 0 then
   redis.call('HINCRBY', K.stats, 'leased', taken)
   redis.call('HINCRBY', K.stats, 'popped', taken)
 end
-return out
+local due = -1
+local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+if #first > 0 then due = math.max(0, tonumber(first[2]) - now) end
+return {out, due}
 """
 
 # Acknowledge leased ids: their requests are done (or invalid), forget them.
@@ -314,19 +326,4 @@ HEARTBEAT = r"""
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
 return 1
-"""
-
-# Pause a slot for every worker (Retry-After, backoff): nothing of it is leased before
-# now + ARGV[3] ms.   KEYS: the common six.   ARGV[3] pause ms  ARGV[4] slot
-PAUSE_SLOT = PRELUDE + r"""
-local now = now_ms()
-local slot = ARGV[4]
-local until_ms = now + tonumber(ARGV[3])
-if tonumber(redis.call('HGET', K.nextok, slot) or '0') < until_ms then
-  redis.call('HSET', K.nextok, slot, until_ms)
-end
-if redis.call('ZREM', K.ready, slot) == 1 or redis.call('ZSCORE', K.delayed, slot) then
-  redis.call('ZADD', K.delayed, redis.call('HGET', K.nextok, slot), slot)
-end
-return until_ms
 """

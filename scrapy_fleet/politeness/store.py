@@ -22,19 +22,10 @@ from typing import Any
 from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.frontier.scripts import PRELUDE
 
-_PARK = r"""
--- hold the slot back until nextok: out of `ready`, into `delayed` (if it is queued at all)
-local function park(slot)
-  if redis.call('ZREM', K.ready, slot) == 1 or redis.call('ZSCORE', K.delayed, slot) then
-    redis.call('ZADD', K.delayed, redis.call('HGET', K.nextok, slot), slot)
-  end
-end
-"""
-
 # A turn in a slot for a download not leased by POP.
 # KEYS[7] slotdelay   ARGV[3] default delay ms  ARGV[4] slot
 # Returns ms to wait before downloading (0: go now).
-RESERVE = PRELUDE + _PARK + r"""
+RESERVE = PRELUDE + r"""
 local now = now_ms()
 local slot = ARGV[4]
 local d = tonumber(redis.call('HGET', KEYS[7], slot) or ARGV[3])
@@ -51,7 +42,7 @@ return at - now
 # after the pause ended doubles it; one long after (FLEET_BACKOFF_MAX) starts over.
 # KEYS[7] backoff   ARGV[3] slot  ARGV[4] Retry-After ms (-1: none)  ARGV[5] base ms
 # ARGV[6] max ms.  Returns {consecutive 429/503s, pause ms from now}.
-BACKOFF = PRELUDE + _PARK + r"""
+BACKOFF = PRELUDE + r"""
 local now = now_ms()
 local slot, ra, base, cap = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local n, until_ms = 0, 0
@@ -97,7 +88,7 @@ return new
 # difference, so the request after robots.txt keeps the new delay too.
 # KEYS[7] slotdelay  KEYS[8] crawldelay
 # ARGV[3] slot  ARGV[4] delay ms (-1: skipped host)  ARGV[5] default delay ms
-CRAWL_DELAY = PRELUDE + _PARK + r"""
+CRAWL_DELAY = PRELUDE + r"""
 local slot, d = ARGV[3], tonumber(ARGV[4])
 if d < 0 then
   -- skipped: its requests are dropped without a download, so let them drain at once
