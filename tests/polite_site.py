@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import re
 import statistics
-import subprocess
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from processes import Output
 
 
 @dataclass
@@ -145,36 +146,7 @@ def summary(values: list[float]) -> str:
     return f"min {min(values):.3f} s, median {statistics.median(values):.3f} s, n={len(values)}"
 
 
-class Worker:
-    """A ``scrapy`` process; its output is collected as it runs."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    def finish(self, timeout: float = 120) -> int:
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._thread.join(10)
-        return code
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
-
-    def stat(self, name: str) -> int:
-        found = re.search(rf"'{re.escape(name)}': (\d+)", self.text)
-        return int(found.group(1)) if found else 0
+Worker = Output  # a `scrapy` process whose output is collected as it runs
 
 
 def total(workers: list[Worker], name: str) -> int:

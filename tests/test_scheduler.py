@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -16,11 +14,11 @@ import pytest
 
 from conftest import OwnRedis, run_link_spider
 from linked_site import LinkedSite
+from processes import WAIT, Output, wait_until
 from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.keys import CrawlKeys
 
 PAGES = 300
-WAIT = 120  # generous upper bound for any one crawl on a loaded 2-core machine
 # The whole site is one host, and CONCURRENT_REQUESTS_PER_DOMAIN is a fleet-wide cap: at
 # the default (8) one worker can hold all of the host's slots. Let both workers in.
 SHARED_HOST = {"CONCURRENT_REQUESTS_PER_DOMAIN": "64"}
@@ -32,53 +30,6 @@ def site():
     server = LinkedSite(PAGES, delay=0.03).start()
     yield server
     server.stop()
-
-
-class Output:
-    """Collects a process's output as it runs, so a test can wait for a line."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-
-    def wait_for(self, pattern: str, timeout: float = WAIT) -> None:
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not any(regex.search(line) for line in self.lines):
-                left = deadline - time.monotonic()
-                assert left > 0, f"no line matching {pattern!r} in:\n{self.text}"
-                self._changed.wait(left)
-
-    def finish(self, timeout: float = WAIT) -> int:
-        code = self.proc.wait(timeout)
-        self._thread.join(10)
-        return code
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
-
-    def stat(self, name: str) -> int:
-        found = re.search(rf"'{re.escape(name)}': (\d+)", self.text)
-        return int(found.group(1)) if found else 0
-
-
-def wait_until(condition, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def all_pages() -> set[str]:
