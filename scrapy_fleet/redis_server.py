@@ -151,7 +151,7 @@ def connect(url: str, *, timeout: float = 5.0) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         socket_timeout=timeout,
-        socket_connect_timeout=min(timeout, 3.0),
+        socket_connect_timeout=min(timeout, 2.0),
         retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
         health_check_interval=30,
     )

@@ -202,3 +202,29 @@ def test_a_request_that_cannot_be_stored_fails_where_it_is_made(tmp_path: Path, 
     # the parent was still acknowledged and its other output crawled
     assert set(site.page_fetches()) == {"/page/0", "/page/2"}
     assert "'fleet/acked': 2" in proc.stderr
+
+
+def test_keep_alive_workers_wait_for_new_work(tmp_path: Path, fleet_settings, redis_client):
+    """FLEET_KEEP_ALIVE: like scrapy-redis, a worker stays up for work fed later."""
+    first_site, later_site = LinkedSite(5).start(), LinkedSite(5).start()
+    try:
+        waiting = Output(run_link_spider(
+            tmp_path, f"{first_site.url}/page/0", {**fleet_settings, "FLEET_KEEP_ALIVE": "1"},
+        ))
+        wait_until(lambda: set(first_site.page_fetches()) == {f"/page/{i}" for i in range(5)})
+        assert waiting.proc.poll() is None  # done with all it had, still waiting
+
+        # another process feeds new start URLs (and takes work, too)
+        feeder = Output(run_link_spider(
+            tmp_path, f"{later_site.url}/page/0", {**fleet_settings, "FLEET_KEEP_ALIVE": "1"},
+        ))
+        wait_until(lambda: set(later_site.page_fetches()) == {f"/page/{i}" for i in range(5)})
+        for worker in (waiting, feeder):
+            worker.proc.send_signal(signal.SIGINT)
+        assert waiting.finish() == 0 and feeder.finish() == 0
+        assert waiting.stat("response_received_count") + feeder.stat("response_received_count") == 10
+        state = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "links").state
+        assert redis_client.hget(state, "status") == b"running"  # never declared done
+    finally:
+        first_site.stop()
+        later_site.stop()
