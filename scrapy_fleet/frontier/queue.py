@@ -88,6 +88,17 @@ class RedisFrontier:
             return client.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
         return self._scripts[name](keys=keys, args=args, client=client or self.client)
 
+    def add_scripts(self, sources: dict[str, str]) -> None:
+        """Register more scripts written on the common KEYS/ARGV (see ``scripts``), such
+        as the politeness layer's; they are reloaded with ours after a server restart."""
+        for name, source in sources.items():
+            self._scripts[name] = self.client.register_script(source)
+
+    def run_script(self, name: str, extra_keys: Sequence[str], extra_args: Sequence[Any],
+                   what: str) -> Any:
+        """Run a script on the common keys plus ``extra_keys``, retried like every call."""
+        return self.call(lambda: self._script(name, extra_keys, extra_args), what)
+
     def _load_scripts(self) -> None:
         for script in self._scripts.values():
             self.client.script_load(script.script)

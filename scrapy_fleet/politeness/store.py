@@ -130,15 +130,8 @@ class PolitenessStore:
     def __init__(self, frontier: RedisFrontier) -> None:
         self.frontier = frontier
         self.keys = frontier.keys
-        client = frontier.client
-        self._scripts = {
-            name: client.register_script(src)
-            for name, src in (("RESERVE", RESERVE), ("BACKOFF", BACKOFF), ("ADAPT", ADAPT),
-                              ("CRAWL_DELAY", CRAWL_DELAY), ("SLOT_DELAYS", SLOT_DELAYS))
-        }
-        k = self.keys
-        self._common_keys = [k.ready, k.delayed, k.nextok, k.inflight, k.stats, k.payload]
-        self._common_args: list[Any] = [k.queue_prefix, frontier.cap]
+        frontier.add_scripts({"RESERVE": RESERVE, "BACKOFF": BACKOFF, "ADAPT": ADAPT,
+                              "CRAWL_DELAY": CRAWL_DELAY, "SLOT_DELAYS": SLOT_DELAYS})
 
     @classmethod
     def of(cls, frontier: RedisFrontier) -> PolitenessStore:
@@ -148,13 +141,7 @@ class PolitenessStore:
         return store
 
     def _run(self, name: str, keys: list[str], args: list[Any], what: str) -> Any:
-        return self.frontier.call(
-            lambda: self._scripts[name](
-                keys=[*self._common_keys, *keys], args=[*self._common_args, *args],
-                client=self.frontier.client,
-            ),
-            what,
-        )
+        return self.frontier.run_script(name, keys, args, what)
 
     # --- turns and pauses -----------------------------------------------------------
 
