@@ -63,11 +63,21 @@ class FleetConfig:
 
 
 def _positive(settings: BaseSettings, name: str, default: float) -> float:
+    return number_setting(settings, name, default, minimum=0.0, strict=True)
+
+
+def number_setting(
+    settings: BaseSettings, name: str, default: float, *, minimum: float, strict: bool = False
+) -> float:
+    """A numeric setting of at least ``minimum`` (above it, if ``strict``); a ConfigError
+    naming the setting otherwise."""
     raw = settings.get(name, default)
     try:
         value = float(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
+    if strict and value <= minimum:
+        raise ConfigError(f"{name} must be greater than {minimum:g}, got {raw!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
     return value

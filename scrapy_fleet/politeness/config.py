@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from scrapy_fleet.config import ConfigError
+from scrapy_fleet.config import number_setting as _number
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -51,14 +52,3 @@ class PolitenessConfig:
         if config.backoff_max < config.backoff_base:
             raise ConfigError("FLEET_BACKOFF_MAX must not be smaller than FLEET_BACKOFF_BASE")
         return config
-
-
-def _number(settings: BaseSettings, name: str, default: float, *, minimum: float) -> float:
-    raw = settings.get(name, default)
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum:g}, got {raw!r}")
-    return value
