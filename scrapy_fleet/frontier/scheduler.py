@@ -81,6 +81,11 @@ def _exit_with_status(status: int) -> None:
     os._exit(status)
 
 
+def slot_of(request: Request) -> str:
+    """The request's download slot: its queue in Redis and the unit of politeness."""
+    return str(request.meta.get("download_slot") or urlparse_cached(request).hostname or "")
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
@@ -223,8 +228,7 @@ class FleetScheduler(BaseScheduler):
     def enqueue_request(self, request: Request) -> bool:
         blob = codec.encode(request, self.spider)  # raises here, in the producing process
         fingerprint = b"" if request.dont_filter else self.df.fingerprint(request)
-        slot = request.meta.get("download_slot") or urlparse_cached(request).hostname or ""
-        self._pushes.append((fingerprint, str(slot), int(request.priority), blob))
+        self._pushes.append((fingerprint, slot_of(request), int(request.priority), blob))
         self._push_requests.append(request)
         if len(self._pushes) >= _PUSH_BUFFER_LIMIT:
             self._guarded(self._flush)

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Request
-from scrapy.utils.defer import maybe_deferred_to_future
 
 from scrapy_fleet.frontier.scheduler import FleetScheduler
+from scrapy_fleet.reactor import sleep
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -24,13 +24,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _FEED_SLICE = 64  # start() items fed between two turns of the reactor
-
-
-async def _yield_to_reactor() -> None:
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    await maybe_deferred_to_future(deferLater(reactor, 0))
 
 
 class FleetStartMiddleware:
@@ -58,7 +51,7 @@ class FleetStartMiddleware:
                 fed += 1
                 if fed % _FEED_SLICE == 0:
                     # a long list must not starve the reactor (heartbeats, downloads)
-                    await _yield_to_reactor()
+                    await sleep(0)
                 if not isinstance(item_or_request, Request):
                     yield item_or_request  # items from start() go to the pipelines as usual
                     continue

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from scrapy.utils.defer import maybe_deferred_to_future
-from scrapy.utils.httpobj import urlparse_cached
+from scrapy_fleet.frontier.scheduler import FleetScheduler, slot_of
+from scrapy_fleet.reactor import sleep
+
+__all__ = ["frontier_of", "sleep", "slot_of"]
 
 if TYPE_CHECKING:
-    from scrapy import Request
     from scrapy.crawler import Crawler
 
     from scrapy_fleet.frontier.queue import RedisFrontier
@@ -31,24 +32,7 @@ if TYPE_CHECKING:
 
 def frontier_of(crawler: Crawler) -> RedisFrontier | None:
     """The crawl's shared frontier, if this crawler runs on one (and it is open)."""
-    from scrapy_fleet.frontier.scheduler import FleetScheduler
-
     scheduler = FleetScheduler.of(crawler)
     if scheduler is None or scheduler.fatal is not None:
         return None
     return scheduler.frontier
-
-
-def slot_of(request: Request) -> str:
-    """The request's download slot, as FleetScheduler.enqueue_request computes it."""
-    return str(request.meta.get("download_slot") or urlparse_cached(request).hostname or "")
-
-
-async def sleep(seconds: float) -> None:
-    """Wait without blocking the reactor (any Twisted reactor, asyncio or not)."""
-    if seconds <= 0:
-        return
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    await maybe_deferred_to_future(deferLater(reactor, seconds, lambda: None))
