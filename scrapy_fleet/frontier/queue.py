@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -75,6 +76,7 @@ class RedisFrontier:
         self._common_keys = [k.ready, k.delayed, k.nextok, k.inflight, k.stats, k.payload]
         self._common_args: list[Any] = [k.queue_prefix, self.cap]
         self._lease_key = k.lease(worker_id)
+        self.crawl_id: str | None = None  # set by open(): this crawl's id (a new crawl, a new id)
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -156,13 +158,15 @@ class RedisFrontier:
             self.wipe()
             outcome = "fresh" if state else "new"
 
-        def mark() -> None:
+        def mark() -> bytes:
             pipe = self.client.pipeline(transaction=True)
             pipe.hsetnx(self.keys.state, "status", "running")
             pipe.hsetnx(self.keys.state, "started_at", f"{time.time():.3f}")
-            pipe.execute()
+            pipe.hsetnx(self.keys.state, "id", uuid.uuid4().hex)
+            pipe.hget(self.keys.state, "id")
+            return pipe.execute()[-1]
 
-        self.call(mark, "open the crawl")
+        self.crawl_id = self.call(mark, "open the crawl").decode("ascii", "replace")
         self.heartbeat()
         return outcome
 

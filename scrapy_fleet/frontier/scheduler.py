@@ -107,6 +107,9 @@ class FleetScheduler(BaseScheduler):
         self.concurrent_requests = concurrent_requests
         self.worker_id = new_worker_id()
         self.frontier: RedisFrontier | None = None
+        # the id of the crawl this worker joined: a fresh/new crawl gets a new one, a
+        # resumed crawl keeps it (the JSON-lines pipeline starts a new file on a new id)
+        self.crawl_id: str | None = None
         self.spider: Spider | None = None
         self.finished = False
         self.fatal: str | None = None
@@ -178,6 +181,7 @@ class FleetScheduler(BaseScheduler):
             spider.name, redact(url), self.worker_id, outcome,
         )
         self.stats.set_value("fleet/worker", self.worker_id)
+        self.crawl_id = self.frontier.crawl_id
         if outcome == "finished":
             self.finished = True  # nothing to do: the engine closes us as "finished"
         self._install_finish_hook()
