@@ -97,7 +97,7 @@ class RedisFrontier:
         self._on_connection_lost = on_connection_lost
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
-            for name in ("FLUSH", "REQUEUE", "RECLAIM", "CHECK_FINISHED", "HEARTBEAT")
+            for name in ("FLUSH", "REQUEUE", "LEAVE", "RECLAIM", "CHECK_FINISHED", "HEARTBEAT")
         }
         k = keys
         self._common_keys = [k.ready, k.delayed, k.nextok, k.inflight, k.stats, k.payload]
@@ -305,14 +305,9 @@ class RedisFrontier:
 
     def leave(self) -> int:
         """Hand back everything this worker holds and deregister it."""
-        def run() -> int:
-            pipe = self.client.pipeline(transaction=True)
-            self._script("REQUEUE", [self._lease_key, self.keys.seq], [], client=pipe)
-            pipe.zrem(self.keys.workers, self.worker_id)
-            pipe.srem(self.keys.seeding, self.worker_id)
-            return int(pipe.execute()[0])
-
-        return self.call(run, "hand back leased requests")
+        return int(self.run_script(
+            "LEAVE", [self._lease_key, self.keys.seq, self.keys.workers, self.keys.seeding],
+            [self.worker_id], "hand back leased requests"))
 
     def set_seeding(self, seeding: bool) -> None:
         """Tell other workers this one is (no longer) feeding start requests."""

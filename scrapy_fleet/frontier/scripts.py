@@ -413,6 +413,23 @@ if n > 0 then incr(K.stats, 'requeued', n) end
 return n
 """
 
+# A worker leaves: all its leases back to the queue, and it is no longer a worker. One
+# script, no MULTI: Redis 6.2 refuses every command of a MULTI when out of memory, and a
+# worker that deregistered without handing back its leases would orphan them.
+# KEYS[7] lease:<worker>  KEYS[8] seq  KEYS[9] workers  KEYS[10] seeding  ARGV[3] worker id
+# Returns how many went back.
+LEAVE = PRELUDE + r"""
+check_gauges()
+local now = now_ms()
+local seq = read_seq(KEYS[8])
+local n = 0
+for _, id in ipairs(redis.call('HKEYS', KEYS[7])) do n = n + requeue(KEYS[7], id, now, seq) end
+if n > 0 then incr(K.stats, 'requeued', n) end
+redis.call('ZREM', KEYS[9], ARGV[3])
+redis.call('SREM', KEYS[10], ARGV[3])
+return n
+"""
+
 # Give the leases of dead workers (no heartbeat for ARGV[4] ms) back to the queue.
 # A `workers` entry with a heartbeat in the future (not written by HEARTBEAT: junk) is
 # dropped, so it cannot pass for a live worker forever.
