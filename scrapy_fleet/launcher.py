@@ -541,9 +541,10 @@ class Launcher:
             )
             state = status["state"]
             crawl_time = ""
-            if state.get("started_at") and state.get("finished_at"):
+            started, finished = _number(state.get("started_at")), _number(state.get("finished_at"))
+            if started and finished:
                 # finished_at is in ms (server time), started_at in s
-                span = float(state["finished_at"]) / 1000 - float(state["started_at"])
+                span = finished / 1000 - started
                 if span > 0:
                     crawl_time = f"; whole crawl {_duration(span)}"
             lines.append(f"duration: {_duration(elapsed)} ({pages / elapsed:.1f} pages/s "
@@ -579,10 +580,18 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _number(text: str | None) -> float:
+    """A number from the crawl's state in Redis; 0 for anything else (junk included)."""
+    try:
+        return float(text or 0)
+    except ValueError:
+        return 0.0
+
+
 def _when(stamp: str | None) -> str:
     try:
         return datetime.fromtimestamp(float(stamp or "")).isoformat(sep=" ", timespec="seconds")
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return "at an unknown time"
 
 
@@ -594,8 +603,8 @@ def format_status(spider: str, url: str, status: dict[str, Any]) -> str:
         return f"No crawl of {spider!r} on {redact(url)}."
     lines = [f"Crawl of {spider!r} on {redact(url)}: {state.get('status', 'unknown')}"]
     lines.append(f"  started   {_when(state.get('started_at'))}")
-    if state.get("finished_at"):
-        lines.append(f"  finished  {_when(str(float(state['finished_at']) / 1000))}")
+    if _number(state.get("finished_at")):
+        lines.append(f"  finished  {_when(str(_number(state['finished_at']) / 1000))}")
     lines.append(f"  seeded    {'yes' if state.get('seeded') == '1' else 'not yet (start requests still being fed)'}")
     lines.append(f"  pending {stats.get('pending', 0)}  leased {stats.get('leased', 0)}  "
                  f"seen {status['seen']}")

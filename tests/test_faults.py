@@ -79,6 +79,7 @@ def test_junk_in_stats_workers_and_leases_is_survived(tmp_path: Path, site, flee
     keys = keys_of(fleet_settings)
     resumable(redis_client, keys)
     redis_client.hset(keys.stats, mapping={"pending": "lots", "pages": "many", "acked": "1e3x"})
+    redis_client.hset(keys.state, mapping={"started_at": "yesterday", "finished_at": b"\xff"})
     redis_client.zadd(keys.workers, {b"\xff\xfeghost": 0, b"future-ghost": 9e15})
     redis_client.hset(keys.lease("ghost"), mapping={"7": "junk", "x": "1 slot"})
     redis_client.zadd(keys.workers, {"ghost": 0})  # dead: its leases get reclaimed
