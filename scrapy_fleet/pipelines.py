@@ -303,7 +303,7 @@ class JsonLinesFile:
             detail = ""
             if done:
                 detail = f" after {done} of {len(data)} bytes; " + (
-                    self._cut(fd, start) or "the partial line was cut back"
+                    self._cut(fd, start) or "the partial write was cut back"
                 )
             raise OutputWriteError(path, exc, detail, output=self.path) from exc
 
@@ -314,7 +314,7 @@ class JsonLinesFile:
                 os.ftruncate(fd, size)
         except OSError as exc:
             # the next open ends the torn line with a newline; its ledger entry never matches
-            return f"the partial line could not be cut back ({exc})"
+            return f"the partial write could not be cut back ({exc})"
         return ""
 
     @contextmanager

@@ -254,7 +254,7 @@ def test_a_short_write_is_cut_back_and_its_key_not_taken(tmp_path: Path) -> None
     path = tmp_path / "limited.jsonl"
     seen = in_child(_write_under_a_size_limit, str(path))
     assert f"cannot write to {path}: EFBIG (File too large) after 100 of" in seen[0]
-    assert "cut back" in seen[0]
+    assert "partial write was cut back" in seen[0]
     assert seen[1] == "0"  # no torn line left
     assert "EFBIG" in seen[2] and seen[3] == "0"
     assert seen[4:] == ["True", "True", "False"]
