@@ -33,7 +33,6 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +105,14 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def _names(path: str, ident: tuple[int, int]) -> bool:
+    """Whether ``path`` still names the file ``ident`` (a str: faster to stat than a Path)."""
+    try:
+        return _identity(os.stat(path)) == ident
+    except FileNotFoundError:
+        return False
+
+
 def _open_in_place_of(path: Path, old: int | None) -> tuple[int, tuple[int, int]]:
     """Open ``path`` for appending, closing ``old``; the new fd and its (st_dev, st_ino)."""
     # O_CREAT makes the file, never its directory: a directory gone mid-crawl is a fault
@@ -133,6 +140,7 @@ class JsonLinesFile:
     ) -> None:
         self.path = path
         self.ledger_path = path.with_name(path.name + LEDGER_SUFFIX)
+        self._path_str, self._ledger_str = os.fspath(path), os.fspath(self.ledger_path)
         self.dedupe = dedupe
         self.crawl_tag = _crawl_tag(crawl_id) if crawl_id is not None else None
         self.keep_across_crawls = keep_across_crawls
@@ -197,7 +205,7 @@ class JsonLinesFile:
             self._reset_ledger()  # no entry can name a line of an empty (rotated) output
         if size and os.pread(self._fd, 1, size - 1) != b"\n":
             # a line cut short by a crash must not swallow the next one
-            self._write_whole(self._fd, b"\n", size, self.path)
+            self._write_whole(self._fd, b"\n", self.path)
         self._reset_index()
 
     def _header(self) -> bytes:
@@ -215,7 +223,7 @@ class JsonLinesFile:
         os.ftruncate(self._ledger_fd, 0)
         header = self._header()
         if header:
-            self._write_whole(self._ledger_fd, header, 0, self.ledger_path)
+            self._write_whole(self._ledger_fd, header, self.ledger_path)
 
     def close(self) -> None:
         for name in ("_fd", "_ledger_fd"):
@@ -246,8 +254,11 @@ class JsonLinesFile:
         if digest is not None or not self.dedupe:
             request_key = None
         try:
-            with self._locked():
+            self._lock(ledger=request_key is not None)
+            try:
                 return self._append_locked(line, fields, digest, request_key)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
         except OSError as exc:  # reading, locking, reopening: the writes raise their own
             raise OutputWriteError(self.path, exc) from exc
 
@@ -265,19 +276,19 @@ class JsonLinesFile:
             request_keys = self._caught_up_request_keys()
             if request_key in request_keys:
                 return False
-        start = os.fstat(self._fd).st_size
         entry = b""
         if request_key is not None:
+            start = os.fstat(self._fd).st_size
             # write-ahead: an entry whose line never made it names bytes that are not there
             entry = b"%s %d %d %s\n" % (
                 request_key.hex().encode(), start, len(line), _line_digest(line).hex().encode()
             )
-            self._write_whole(self._ledger_fd, entry, self._ledger_pos, self.ledger_path)
+            self._write_whole(self._ledger_fd, entry, self.ledger_path)
         try:
-            self._write_whole(self._fd, line, start, self.path)
+            self._write_whole(self._fd, line, self.path)
         except OutputWriteError:
             if entry:
-                self._cut(self._ledger_fd, self._ledger_pos)
+                self._cut(self._ledger_fd, len(entry))
             raise
         # only now, with the line on disk, is the key taken
         if keys is not None and digest is not None:
@@ -288,13 +299,13 @@ class JsonLinesFile:
             self._ledger_pos += len(entry)
         return True
 
-    def _write_whole(self, fd: int, data: bytes, start: int, path: Path) -> None:
-        """Append ``data`` at ``start`` (the file's size, under the lock) whole, or not at all."""
+    def _write_whole(self, fd: int, data: bytes, path: Path) -> None:
+        """Append ``data`` whole or not at all (under the lock: nobody else appends)."""
         done = 0
-        view = memoryview(data)
         try:
+            done = os.write(fd, data)  # nearly always all of it
             while done < len(data):
-                written = os.write(fd, view[done:])
+                written = os.write(fd, memoryview(data)[done:])
                 if written <= 0:
                     raise OSError(errno.EIO, "the write stored nothing")
                 done += written  # a short write: the next one says why (ENOSPC, EFBIG)
@@ -303,27 +314,26 @@ class JsonLinesFile:
             detail = ""
             if done:
                 detail = f" after {done} of {len(data)} bytes; " + (
-                    self._cut(fd, start) or "the partial write was cut back"
+                    self._cut(fd, done) or "the partial write was cut back"
                 )
             raise OutputWriteError(path, exc, detail, output=self.path) from exc
 
-    def _cut(self, fd: int, size: int) -> str:
-        """Truncate back to ``size``; a message if that fails too."""
+    def _cut(self, fd: int, tail: int) -> str:
+        """Truncate the last ``tail`` bytes away; a message if that fails too."""
         try:
-            if os.fstat(fd).st_size > size:
-                os.ftruncate(fd, size)
+            os.ftruncate(fd, os.fstat(fd).st_size - tail)
         except OSError as exc:
             # the next open ends the torn line with a newline; its ledger entry never matches
             return f"the partial write could not be cut back ({exc})"
         return ""
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold the lock on the file the path names now, reopening a deleted or rotated one."""
+    def _lock(self, ledger: bool) -> None:
+        """Lock the file the path names now, reopening a deleted or rotated one (and the
+        ledger, if ``ledger``: this write uses it)."""
         assert self._fd is not None
         for _ in range(_REOPEN_TRIES):
             fcntl.flock(self._fd, fcntl.LOCK_EX)
-            if self._names(self.path, self._ident):
+            if _names(self._path_str, self._ident):
                 break
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             logger.warning("%s was deleted or replaced; reopening it", self.path)
@@ -333,23 +343,17 @@ class JsonLinesFile:
         else:
             raise OutputWriteError(self.path, "it was replaced again each time it was reopened")
         try:
-            if not self._names(self.ledger_path, self._ledger_ident):
+            # the ledger is checked when it is used, and when the output changed under us
+            if (ledger or self._reopened) and not _names(self._ledger_str, self._ledger_ident):
                 logger.warning("%s was deleted or replaced; reopening it", self.ledger_path)
                 self._open_ledger()
                 self._reopened = True
             if self._reopened:
                 self._reopened = False
                 self._settle(initial=False)  # re-index from the files the paths name now
-            yield
-        finally:
+        except BaseException:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    @staticmethod
-    def _names(path: Path, ident: tuple[int, int]) -> bool:
-        try:
-            return _identity(os.stat(path)) == ident
-        except FileNotFoundError:
-            return False
+            raise
 
     # --- reading what is already there ------------------------------------------------
 
