@@ -158,6 +158,7 @@ class JsonLinesFile:
         self._key_sets: dict[tuple[str, ...], set[bytes]] = {}
         self._request_keys: set[bytes] | None = None  # read from the ledger on first use
         self._ledger_pos = 0  # bytes of the ledger already read
+        self._seen_size = 0  # the output's size when we last looked: it only grows
 
     # --- opening ----------------------------------------------------------------------
 
@@ -267,9 +268,19 @@ class JsonLinesFile:
     ) -> bool:
         assert self._fd is not None and self._ledger_fd is not None
         keys = request_keys = None
+        start = 0
+        if digest is not None or request_key is not None:
+            start = os.fstat(self._fd).st_size
+            if start < self._seen_size:
+                # emptied in place (logrotate's copytruncate): what we indexed is gone
+                logger.warning("%s was truncated; reading it again", self.path)
+                self._inc("fleet/output/reopened")
+                self._settle(initial=False)
+                start = os.fstat(self._fd).st_size
+            self._seen_size = start
         if digest is not None:
             keys = self._keys_for(fields)
-            self._catch_up()
+            self._catch_up(start)
             if digest in keys:
                 return False
         if request_key is not None:
@@ -278,7 +289,6 @@ class JsonLinesFile:
                 return False
         entry = b""
         if request_key is not None:
-            start = os.fstat(self._fd).st_size
             # write-ahead: an entry whose line never made it names bytes that are not there
             entry = b"%s %d %d %s\n" % (
                 request_key.hex().encode(), start, len(line), _line_digest(line).hex().encode()
@@ -293,10 +303,12 @@ class JsonLinesFile:
         # only now, with the line on disk, is the key taken
         if keys is not None and digest is not None:
             keys.add(digest)
-            self._read_pos += len(line)  # caught up just before: our own line needs no re-reading
+            self._read_pos = start + len(line)  # caught up just before: our own line needs no re-reading
         if request_keys is not None and request_key is not None:
             request_keys.add(request_key)
             self._ledger_pos += len(entry)
+        if keys is not None or request_keys is not None:
+            self._seen_size = start + len(line)
         return True
 
     def _write_whole(self, fd: int, data: bytes, path: Path) -> None:
@@ -368,9 +380,8 @@ class JsonLinesFile:
                     keys.add(digest)
         return keys
 
-    def _catch_up(self) -> None:
-        """Index the lines appended (by any process) since we last looked."""
-        size = os.fstat(self._fd).st_size  # type: ignore[arg-type]
+    def _catch_up(self, size: int) -> None:
+        """Index the lines appended (by any process) since we last looked, up to ``size``."""
         if size <= self._read_pos:
             return
         for record in self._records(self._read_pos, size):

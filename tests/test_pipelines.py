@@ -364,6 +364,11 @@ def test_a_rotated_file_is_reopened_and_reindexed(tmp_path: Path) -> None:
         other.process_item(FilmItem(index=2))  # the other process follows to the new file
     assert [r["index"] for r in read_lines(path)] == [1, 2]
     assert [r["index"] for r in read_lines(path.with_name("named.jsonl.1"))] == [1]
+    # logrotate's copytruncate: copied away, then emptied in place (the same inode)
+    os.truncate(path, 0)
+    pipeline.process_item(request_keyed(pipeline, {"plain": 1}))
+    other.process_item(FilmItem(index=2))  # not a duplicate any more: the file was emptied
+    assert read_lines(path) == [{"plain": 1}, {"index": 2}]
 
 
 # --- exactly once: items without a key of their own are keyed by request and ordinal ---
