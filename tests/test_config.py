@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from scrapy.settings import Settings
 
+from conftest import SCRAPY, TESTS, scrapy_env
+from fleet_helpers import make_project
 from scrapy_fleet.config import ConfigError, FleetConfig
 
 
@@ -39,3 +43,26 @@ def test_values_from_the_command_line_are_strings():
 def test_bad_values_name_the_setting(name, value):
     with pytest.raises(ConfigError, match=name):
         FleetConfig.from_settings(Settings({name: value}))
+
+
+@pytest.mark.parametrize(
+    ("command", "setting", "message"),
+    [
+        (["runspider", str(TESTS / "spiders" / "linkspider.py")], "FLEET_LEASE_TIMEOUT=abc",
+         "FLEET_LEASE_TIMEOUT must be a number, got 'abc'"),
+        (["crawl", "links"], "FLEET_BACKOFF_BASE=-1", "FLEET_BACKOFF_BASE must be at least 0.001"),
+    ],
+)
+def test_a_bad_setting_under_scrapy_crawl_is_one_line_and_a_failure(tmp_path, command, setting, message):
+    project = make_project(tmp_path)
+    result = subprocess.run(
+        [*SCRAPY, *command, "-a", "start_url=http://127.0.0.1:9/", "-s", setting,
+         "-s", f"FLEET_DATA_DIR={tmp_path / '.fleet'}"],
+        cwd=project, env=scrapy_env(), capture_output=True, text=True, timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    name = setting.split("=")[0]
+    named = [line for line in output.splitlines() if name in line]
+    assert len(named) == 1 and named[0].startswith(f"scrapy-fleet: {message}"), output
+    assert "Traceback" not in output and "Engine slot not assigned" not in output, output

@@ -44,6 +44,8 @@ def test_the_command_is_registered_through_the_entry_point(tmp_path):
         (["links", "--join", "--fresh"], "--join and --fresh exclude each other"),
         (["links", "-a", "novalue"], "Invalid -a value"),
         ([], "give exactly one spider name"),
+        (["links", "-s", "FLEET_LEASE_TIMEOUT=abc"], "FLEET_LEASE_TIMEOUT must be a number"),
+        (["links", "-s", "FLEET_BACKOFF_BASE=-1"], "FLEET_BACKOFF_BASE must be at least 0.001"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path, args, message):
