@@ -35,10 +35,24 @@ def test_values_from_the_command_line_are_strings():
     assert config.download_delay == 0.5 and config.concurrency_per_slot == 2
 
 
+def test_what_requests_read_from_redis_may_be():
+    config = FleetConfig.from_settings(Settings())
+    assert config.allowed_schemes == {"http", "https"} and config.trusted_meta == set()
+    assert config.max_request_bytes == 8 * 1024 * 1024
+    settings = Settings({"FLEET_ALLOWED_SCHEMES": "http, https,FILE:", "FLEET_TRUSTED_META": "proxy",
+                         "FLEET_MAX_REQUEST_BYTES": "1000"})
+    config = FleetConfig.from_settings(settings)
+    assert config.allowed_schemes == {"http", "https", "file"}
+    assert config.trusted_meta == {"proxy"} and config.max_request_bytes == 1000
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("FLEET_LEASE_TIMEOUT", "soon"), ("FLEET_LEASE_TIMEOUT", "0"), ("FLEET_BATCH_SIZE", "-1"),
-     ("FLEET_KEY_PREFIX", "a{b}"), ("FLEET_KEY_PREFIX", "")],
+     ("FLEET_KEY_PREFIX", "a{b}"), ("FLEET_KEY_PREFIX", ""),
+     ("FLEET_ALLOWED_SCHEMES", ""), ("FLEET_ALLOWED_SCHEMES", "http,not a scheme"),
+     ("FLEET_TRUSTED_META", "proxy,depth"), ("FLEET_MAX_REQUEST_BYTES", "0"),
+     ("FLEET_MAX_REQUEST_BYTES", str(512 * 1024 * 1024))],
 )
 def test_bad_values_name_the_setting(name, value):
     with pytest.raises(ConfigError, match=name):
