@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from scrapy_fleet.config import ConfigError, FleetConfig
+from scrapy_fleet.config import ConfigError, FleetConfig, secret_settings
 from scrapy_fleet.politeness.config import PolitenessConfig
 
 if TYPE_CHECKING:
@@ -16,6 +16,13 @@ def check_settings(settings: BaseSettings) -> None:
     """Read every FLEET_* setting once; a ConfigError names the first bad one."""
     FleetConfig.from_settings(settings)
     PolitenessConfig.from_settings(settings)
+
+
+def apply_secret_settings(settings: BaseSettings) -> None:
+    """The secret -s settings `scrapy fleet` passed by environment, applied as -s would be
+    (they win over settings.py and the spider's custom_settings)."""
+    for name, value in secret_settings().items():
+        settings.set(name, value, priority="cmdline")
 
 
 def _in_asyncio_task() -> bool:
@@ -29,6 +36,7 @@ class FleetAddon:
     def update_settings(self, settings: BaseSettings) -> None:
         # The earliest moment the spider's custom_settings and -s are both in.
         try:
+            apply_secret_settings(settings)
             check_settings(settings)
         except ConfigError as exc:
             if _in_asyncio_task():

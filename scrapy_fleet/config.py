@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -21,6 +24,13 @@ REDIS_MAX_BULK = 512 * 1024 * 1024  # Redis's proto-max-bulk-len: the largest va
 # 1 GB client query buffer; real requests are a few KB.
 DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+
+# `scrapy fleet` hands its workers the -s settings that hold a secret (REDIS_URL, anything
+# named like a password or holding a URL with one) in this variable, as a JSON object,
+# instead of on their command lines, which every local user can read in `ps`. The add-on
+# applies them with the priority of -s.
+SECRET_SETTINGS_ENV = "FLEET_SECRET_SETTINGS"
+_SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|CREDENTIAL|API_?KEY|PRIVATE_KEY", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,58 @@ class FleetConfig:
         if config.concurrency_per_slot < 1:
             raise ConfigError("CONCURRENT_REQUESTS_PER_DOMAIN must be at least 1")
         return config
+
+
+def is_secret_setting(name: str, value: object) -> bool:
+    """REDIS_URL, a setting named like a password or key, or a value that is a URL with a
+    password: what must stay off command lines."""
+    return name == "REDIS_URL" or bool(_SECRET_NAME.search(name)) or _url_password(value)
+
+
+def _url_password(value: object) -> bool:
+    if not isinstance(value, str) or "://" not in value:
+        return False
+    try:
+        return bool(urlsplit(value).password)
+    except ValueError:
+        return False
+
+
+def split_secret_settings(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``-s NAME=VALUE`` arguments: those that may go on a command line, and the secret ones."""
+    public: list[str] = []
+    secret: dict[str, str] = {}
+    for arg in args:
+        name, _, value = arg.partition("=")
+        if is_secret_setting(name.strip(), value):
+            secret[name.strip()] = value
+        else:
+            public.append(arg)
+    return public, secret
+
+
+def worker_environment(setting_args: list[str]) -> dict[str, str]:
+    """The environment of a `scrapy fleet` worker: ours, plus its secret -s settings."""
+    env = dict(os.environ)
+    env.pop(SECRET_SETTINGS_ENV, None)
+    _, secret = split_secret_settings(setting_args)
+    if secret:
+        env[SECRET_SETTINGS_ENV] = json.dumps(secret)
+    return env
+
+
+def secret_settings(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The secret settings `scrapy fleet` passed to this worker (SECRET_SETTINGS_ENV)."""
+    raw = environ.get(SECRET_SETTINGS_ENV)
+    if not raw:
+        return {}
+    try:
+        values = json.loads(raw)
+    except ValueError:
+        values = None
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise ConfigError(f"{SECRET_SETTINGS_ENV} must be a JSON object of setting names to strings")
+    return values
 
 
 def _schemes(settings: BaseSettings) -> frozenset[str]:

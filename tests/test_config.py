@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
-from scrapy.settings import Settings
+from scrapy.settings import SETTINGS_PRIORITIES, Settings
 
 from conftest import SCRAPY, TESTS, scrapy_env
 from fleet_helpers import make_project
@@ -80,3 +81,35 @@ def test_a_bad_setting_under_scrapy_crawl_is_one_line_and_a_failure(tmp_path, co
     named = [line for line in output.splitlines() if name in line]
     assert len(named) == 1 and named[0].startswith(f"scrapy-fleet: {message}"), output
     assert "Traceback" not in output and "Engine slot not assigned" not in output, output
+
+
+def test_secret_settings_are_split_from_the_command_line():
+    from scrapy_fleet.config import split_secret_settings
+
+    public, secret = split_secret_settings([
+        "REDIS_URL=unix:///tmp/r.sock", "FLEET_KEY_PREFIX=x", "HTTPAUTH_PASS=pw",
+        "AWS_SECRET_ACCESS_KEY=k", "MY_API_KEY=k2", "FEED_URI=ftp://user:pw@host/f",
+        "LOG_LEVEL=INFO", "FLEET_LEASE_TIMEOUT=3",
+    ])
+    assert public == ["FLEET_KEY_PREFIX=x", "LOG_LEVEL=INFO", "FLEET_LEASE_TIMEOUT=3"]
+    assert secret == {"REDIS_URL": "unix:///tmp/r.sock", "HTTPAUTH_PASS": "pw",
+                      "AWS_SECRET_ACCESS_KEY": "k", "MY_API_KEY": "k2",
+                      "FEED_URI": "ftp://user:pw@host/f"}
+
+
+def test_secret_settings_from_the_environment_win_like_s(monkeypatch):
+    from scrapy_fleet.addon import FleetAddon
+    from scrapy_fleet.config import SECRET_SETTINGS_ENV, worker_environment
+
+    env = worker_environment(["REDIS_URL=redis://:pw@h:1/0", "LOG_LEVEL=INFO"])
+    assert json.loads(env[SECRET_SETTINGS_ENV]) == {"REDIS_URL": "redis://:pw@h:1/0"}
+    monkeypatch.setenv(SECRET_SETTINGS_ENV, env[SECRET_SETTINGS_ENV])
+    settings = Settings()
+    settings.set("REDIS_URL", "redis://project:6379/0", priority="project")
+    settings.set("REDIS_URL", "redis://spider:6379/0", priority="spider")
+    FleetAddon().update_settings(settings)
+    assert settings["REDIS_URL"] == "redis://:pw@h:1/0"
+    assert settings.getpriority("REDIS_URL") == SETTINGS_PRIORITIES["cmdline"]
+    monkeypatch.setenv(SECRET_SETTINGS_ENV, "not json")
+    with pytest.raises(ConfigError, match=SECRET_SETTINGS_ENV):  # outside a crawl task
+        FleetAddon().update_settings(Settings())
