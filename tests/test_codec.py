@@ -231,7 +231,8 @@ def test_crawlspider_links_round_trip():
 
 @pytest.mark.parametrize(
     "url",
-    ["file:///etc/passwd", "FILE:///etc/passwd", "data:,hello", "ftp://example.com/x",
+    ["file:///etc/passwd", "FILE:///etc/passwd", " file:///etc/passwd", "\tfile:/etc/passwd",
+     "data:,hello", "ftp://example.com/x",
      "s3://bucket/key", "about:blank", "javascript:alert(1)", "/relative"],
 )
 def test_only_http_and_https_urls_are_read_back_by_default(spider, url):

@@ -297,6 +297,8 @@ def decode(blob: bytes | None, spider: Spider | None, config: FleetConfig | None
         request = request_from_dict(data, spider=spider)
     except Exception as exc:
         raise InvalidEntry(f"cannot build request: {exc}") from None
+    if _scheme(request.url) not in config.allowed_schemes:  # as the Request parsed it
+        raise InvalidEntry(f"URL scheme {_scheme(request.url)!r} is not in FLEET_ALLOWED_SCHEMES")
     if no_callback:
         request.callback = NO_CALLBACK
     return request
