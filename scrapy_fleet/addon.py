@@ -49,6 +49,7 @@ class FleetAddon:
         settings.set("SCHEDULER", "scrapy_fleet.frontier.scheduler.FleetScheduler", "addon")
         settings.set("DUPEFILTER_CLASS", "scrapy_fleet.frontier.dupefilter.FleetDupeFilter", "addon")
         settings["SPIDER_MIDDLEWARES"]["scrapy_fleet.frontier.start.FleetStartMiddleware"] = 0
+        settings["SPIDER_MIDDLEWARES"]["scrapy_fleet.itemkeys.ItemKeyMiddleware"] = 10  # keys items for exactly-once output
         # politeness held in Redis for the whole fleet (scrapy_fleet/politeness, docs/politeness.md)
         mw = settings["DOWNLOADER_MIDDLEWARES"]
         mw["scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware"] = None

@@ -3,7 +3,8 @@
 An item class may declare ``dedupe_key``: the name (or a tuple of names) of the
 field(s) that identify it. :class:`scrapy_fleet.pipelines.JsonLinesPipeline`
 then writes an item with a given key only once per output file. Items without
-a ``dedupe_key`` (or with the key field unset) are never dropped.
+a ``dedupe_key`` (or with the key field unset) are keyed by their request and
+their place in its callback's output instead (``scrapy_fleet.itemkeys``).
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ from typing import IO, Any
 
 from scrapy_fleet.config import FleetConfig, split_secret_settings, worker_environment
 from scrapy_fleet.frontier.keys import CrawlKeys
-from scrapy_fleet.frontier.queue import RedisFrontier
+from scrapy_fleet.errors import EXIT_FATAL, EXIT_REDIS_UNAVAILABLE
+from scrapy_fleet.frontier.queue import FrontierFault, RedisFrontier
 from scrapy_fleet.redis_server import RedisUnavailable, connect, redact, resolve_url
 
 # exit statuses of ``scrapy fleet``
@@ -75,6 +76,7 @@ class LaunchOptions:
     max_restarts: int = DEFAULT_MAX_RESTARTS
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL
     output: str | None = None  # FLEET_OUTPUT of the project, for the summary
+    spider_class: str = ""  # module.Class of the spider: who made the crawl
     item_pipelines: bool = True  # whether the project writes items anywhere
 
 
@@ -90,6 +92,7 @@ class Worker:
     reason: str | None = None  # Scrapy's finish reason, read from the worker's log
     pages: int = 0  # pages this slot fetched, over all its runs (from the logs' stats)
     gave_up: bool = False
+    error: str | None = None  # the fault it stopped on, from its log
 
     @property
     def running(self) -> bool:
@@ -199,7 +202,16 @@ class Launcher:
                 self.say(f"Starting a new crawl of {name!r} on {where} "
                          f"with {_plural(self.options.workers, 'worker')}")
             seeded = state.get("seeded") == "1"
-        except RedisUnavailable as exc:
+            if state.get("status") == "failed":
+                self.say(f"The last run failed ({state.get('error') or 'no reason recorded'}); "
+                         "retrying it")
+            if not self.options.join:
+                # the crawl exists before any worker starts: a worker that does not seed
+                # and finds no crawl knows its data was lost (it never creates one)
+                frontier.create(self.options.spider_class)
+            for warning in frontier.durability_warnings():
+                self.say(f"warning: {warning}")
+        except (RedisUnavailable, FrontierFault) as exc:
             self.say(f"scrapy fleet: {exc}")
             return EXIT_USAGE
         finally:
@@ -270,6 +282,25 @@ class Launcher:
         if pages:
             worker.pages += int(pages[-1])
 
+    def worker_error(self, worker: Worker) -> str | None:
+        """The fault a worker stopped on, as it logged it (the last scrapy-fleet error)."""
+        try:
+            text = worker.log_path.read_text("utf-8", "replace") if worker.log_path else ""
+        except OSError:
+            return None
+        run = text.rsplit("--- scrapy fleet: worker", 1)[-1]
+        found = re.findall(r"scrapy-fleet: this worker stopped: (.*)", run) or \
+            re.findall(r"scrapy-fleet: (.*)", run)
+        return found[-1].strip() if found else None
+
+    def stop_all(self, why: str) -> None:
+        """Stop the other workers gracefully (they hand back what they hold)."""
+        if self.interrupted is None and any(w.running for w in self.workers):
+            self.say(f"{why}: stopping the other workers")
+            for w in self.workers:
+                if w.running:
+                    _send(w.proc, signal.SIGINT)
+
     def log_tail(self, worker: Worker, lines: int = 5) -> str:
         try:
             text = worker.log_path.read_text("utf-8", "replace") if worker.log_path else ""
@@ -294,6 +325,14 @@ class Launcher:
         if done:
             self.saw_done = True
         what = f"worker {worker.slot} (pid {pid}) died with {signal_name(code)}"
+        if code in (EXIT_FATAL, EXIT_REDIS_UNAVAILABLE) and not done:
+            # it stopped on a fault it reported (Redis gone or full, output not
+            # writable, the crawl lost or failed): a restart would only meet it again
+            worker.gave_up = True
+            worker.error = self.worker_error(worker) or signal_name(code)
+            self.say(f"worker {worker.slot} (pid {pid}) stopped on an error: {worker.error}")
+            self.stop_all("a worker stopped on an error")
+            return
         if done or worker.restarts >= self.options.max_restarts:
             worker.gave_up = not done
             self.say(f"{what}; not restarted ("
@@ -474,6 +513,10 @@ class Launcher:
             why = "the crawl is finished, but " + ", ".join(
                 f"worker {w.slot} ended with {signal_name(w.exit_code or 0)}" for w in failed)
             code = EXIT_NOT_FINISHED
+        elif any(w.error for w in gave_up):
+            why = "stopped on an error: " + "; ".join(
+                f"worker {w.slot}: {w.error}" for w in gave_up if w.error)
+            code = EXIT_NOT_FINISHED
         elif gave_up:
             why = "workers kept dying: " + ", ".join(
                 f"worker {w.slot} ({signal_name(w.exit_code or 0)})" for w in gave_up)
@@ -502,9 +545,10 @@ class Launcher:
             )
             state = status["state"]
             crawl_time = ""
-            if state.get("started_at") and state.get("finished_at"):
+            started, finished = _number(state.get("started_at")), _number(state.get("finished_at"))
+            if started and finished:
                 # finished_at is in ms (server time), started_at in s
-                span = float(state["finished_at"]) / 1000 - float(state["started_at"])
+                span = finished / 1000 - started
                 if span > 0:
                     crawl_time = f"; whole crawl {_duration(span)}"
             lines.append(f"duration: {_duration(elapsed)} ({pages / elapsed:.1f} pages/s "
@@ -540,10 +584,18 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _number(text: str | None) -> float:
+    """A number from the crawl's state in Redis; 0 for anything else (junk included)."""
+    try:
+        return float(text or 0)
+    except ValueError:
+        return 0.0
+
+
 def _when(stamp: str | None) -> str:
     try:
         return datetime.fromtimestamp(float(stamp or "")).isoformat(sep=" ", timespec="seconds")
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         return "at an unknown time"
 
 
@@ -555,8 +607,8 @@ def format_status(spider: str, url: str, status: dict[str, Any]) -> str:
         return f"No crawl of {spider!r} on {redact(url)}."
     lines = [f"Crawl of {spider!r} on {redact(url)}: {state.get('status', 'unknown')}"]
     lines.append(f"  started   {_when(state.get('started_at'))}")
-    if state.get("finished_at"):
-        lines.append(f"  finished  {_when(str(float(state['finished_at']) / 1000))}")
+    if _number(state.get("finished_at")):
+        lines.append(f"  finished  {_when(str(_number(state['finished_at']) / 1000))}")
     lines.append(f"  seeded    {'yes' if state.get('seeded') == '1' else 'not yet (start requests still being fed)'}")
     lines.append(f"  pending {stats.get('pending', 0)}  leased {stats.get('leased', 0)}  "
                  f"seen {status['seen']}")

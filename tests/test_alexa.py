@@ -185,7 +185,7 @@ def test_list_download_failure_is_an_error_not_an_empty_success(tmp_path: Path, 
     result = run_crawl("alexa", tmp_path, web, args={"list": "http://lists.test/missing.csv"})
     assert result.items == []
     assert result.stats["alexa/list_errors"] == 1
-    assert "Cannot download the list http://lists.test/missing.csv: HTTP 404" in result.log
+    assert "cannot download the list http://lists.test/missing.csv: HTTP 404" in result.log
 
 
 @pytest.mark.parametrize(

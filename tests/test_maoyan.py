@@ -165,7 +165,9 @@ def test_whole_board_one_item_per_film_and_rerun_adds_nothing(tmp_path: Path, we
     assert "Chrome/" in headers["User-Agent"] and headers["Accept-Language"].startswith("zh-CN")
     assert headers["Accept"].startswith("text/html")
 
-    again = run_crawl("maoyan", tmp_path, web, args={"board_url": BOARD})
+    # a plain run is a new crawl, which replaces the output; appending instead, the films'
+    # dedupe_key (index) keeps the re-run from writing any film twice
+    again = run_crawl("maoyan", tmp_path, web, args={"board_url": BOARD}, settings={"FLEET_OUTPUT_APPEND": True})
     assert len(again.items) == 100, "a re-run writes no film twice"
     assert again.stats["fleet/output/duplicates_dropped"] == 100
 

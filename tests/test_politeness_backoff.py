@@ -46,6 +46,7 @@ def store(redis_client, redis_url, key_prefix) -> PolitenessStore:
 def test_retry_after_pauses_the_slot_for_every_worker(store, redis_client, redis_url, key_prefix):
     frontier = store.frontier
     other = RedisFrontier(redis_client, CrawlKeys(key_prefix, "spider"), "w2", url=redis_url)
+    other.open(fresh=False)
     frontier.flush([(b"1" * 20, "busy", 0, b"b"), (b"2" * 20, "calm", 0, b"c")])
     count, pause = store.backoff("busy", 0.4, base=0.1, cap=60)
     assert (count, pause) == (1, 0.4)

@@ -116,7 +116,6 @@ def test_foreign_queue_entries_are_dropped_never_run(tmp_path: Path, site, fleet
         redis_client.hset(keys.payload, lease, blob)
         redis_client.zadd(keys.queue(slot), {lease: -1e15})  # ahead of everything
     redis_client.zadd(keys.ready, {slot: -1e15})
-    redis_client.hset(keys.stats, "pending", len(entries))
     redis_client.hset(keys.state, "status", "running")  # an unfinished crawl: resume it
 
     worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings))

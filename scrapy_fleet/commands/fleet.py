@@ -113,6 +113,7 @@ class Command(ScrapyCommand):
                           else settings.getint("FLEET_MAX_RESTARTS", DEFAULT_MAX_RESTARTS)),
             progress_interval=settings.getfloat("FLEET_PROGRESS_INTERVAL", DEFAULT_PROGRESS_INTERVAL),
             output=settings.get("FLEET_OUTPUT") or "output/%(name)s.jsonl",
+            spider_class=f"{spidercls.__module__}.{spidercls.__qualname__}",
             item_pipelines=any(
                 "JsonLinesPipeline" in str(k) for k in settings.getdict("ITEM_PIPELINES")
             ),

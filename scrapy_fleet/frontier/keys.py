@@ -10,6 +10,8 @@ from __future__ import annotations
 
 class CrawlKeys:
     def __init__(self, prefix: str, spider: str) -> None:
+        self.prefix = prefix
+        self.spider = spider
         self.base = f"{prefix}:{{{spider}}}:"
 
     # the fixed keys; see README "Redis key schema" for what each holds

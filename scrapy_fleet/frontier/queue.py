@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
@@ -22,6 +22,28 @@ from scrapy_fleet.redis_server import RedisUnavailable, redact
 
 logger = logging.getLogger(__name__)
 
+
+class FrontierFault(RuntimeError):
+    """A fault the worker cannot work around: it stops with this message, non-zero."""
+
+
+class CrawlLost(FrontierFault):
+    """The crawl's data in Redis is gone or was replaced (FLUSHALL, a restart of a Redis
+    without persistence, eviction, ``--fresh`` from elsewhere)."""
+
+
+class CrawlConflict(FrontierFault):
+    """The key prefix holds a crawl made by another spider class (another project)."""
+
+
+class CrawlFailed(FrontierFault):
+    """Another worker marked the crawl failed (its start requests could not be made)."""
+
+
+class RedisOutOfMemory(FrontierFault):
+    """Redis refuses writes: ``maxmemory`` reached under the ``noeviction`` policy."""
+
+
 T = TypeVar("T")
 PushEntry = tuple[bytes, str, int, bytes]  # fingerprint (b"" = unfiltered), slot, priority, payload
 MAX_PRIORITY = 4000  # |priority| * 2^40 + id must stay exact in a double
@@ -30,11 +52,16 @@ _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
 
 @dataclass(frozen=True)
 class FinishCheck:
-    finished: bool
+    status: str  # "running", "done", "failed" or "lost"
     pending: int
     leased: int
     live_workers: int
     live_seeders: int
+    detail: str = ""  # the error of a failed crawl, what is missing of a lost one
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "done"
 
 
 @dataclass
@@ -42,6 +69,7 @@ class FlushResult:
     pushed: list[bool]
     popped: list[tuple[str, bytes | None]]
     next_due: float | None = None  # seconds until a slot held back by its delay comes due
+    junk: list[str] = field(default_factory=list)  # queue members dropped: never issued here
 
 
 class RedisFrontier:
@@ -69,8 +97,7 @@ class RedisFrontier:
         self._on_connection_lost = on_connection_lost
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
-            for name in ("PUSH", "POP", "ACK", "REQUEUE", "RECLAIM", "CHECK_FINISHED",
-                         "HEARTBEAT")
+            for name in ("FLUSH", "REQUEUE", "LEAVE", "RECLAIM", "CHECK_FINISHED", "HEARTBEAT")
         }
         k = keys
         self._common_keys = [k.ready, k.delayed, k.nextok, k.inflight, k.stats, k.payload]
@@ -119,6 +146,23 @@ class RedisFrontier:
                     raise
                 reloads += 1
                 self.call(self._load_scripts, "load the frontier's scripts")
+            except redis.AuthenticationError as exc:
+                # a wrong password never gets right by waiting: fail at once
+                raise RedisUnavailable(
+                    f"Redis at {redact(self.url)} refused the password: {exc}"
+                ) from exc
+            except redis.exceptions.ResponseError as exc:
+                if not _is_oom(exc):
+                    raise
+                # out of memory: other workers' acks may free some; then give up clearly
+                waited = time.monotonic() - started
+                if waited >= self.retry_timeout:
+                    raise RedisOutOfMemory(self._oom_message(what)) from exc
+                if attempt == 0:
+                    logger.warning("%s; retrying for up to %.0f s",
+                                   self._oom_message(what), self.retry_timeout)
+                attempt += 1
+                time.sleep(min(1.0, 0.05 * 2**attempt, max(0.0, self.retry_timeout - waited)))
             except _TRANSIENT as exc:
                 waited = time.monotonic() - started
                 if waited >= self.retry_timeout:
@@ -143,32 +187,97 @@ class RedisFrontier:
                     logger.warning("Redis at %s is back after %d retries", redact(self.url), attempt)
                 return result
 
+    def _oom_message(self, what: str) -> str:
+        used, limit = "?", "?"
+        try:
+            info = self.client.info("memory")
+            used, limit = info.get("used_memory_human", "?"), info.get("maxmemory_human", "?")
+        except redis.RedisError:
+            pass
+        return (f"Redis at {redact(self.url)} is out of memory (used {used} of maxmemory "
+                f"{limit}) and refuses to {what}; raise maxmemory (or free memory) and "
+                "run the same command again to resume")
+
+    def durability_warnings(self) -> list[str]:
+        """What about this Redis can lose a crawl's data: eviction, no persistence."""
+        warnings = []
+        try:
+            config = self.client.config_get("maxmemory-policy")
+            config.update(self.client.config_get("appendonly"))
+            config.update(self.client.config_get("save"))
+        except redis.RedisError:  # CONFIG renamed or forbidden (managed Redis): can't tell
+            return []
+        policy = _text(config.get("maxmemory-policy", b"noeviction"))
+        if policy != "noeviction":
+            warnings.append(
+                f"Redis at {redact(self.url)} evicts keys when full (maxmemory-policy "
+                f"{policy}): it may drop the crawl's queue; use noeviction")
+        if _text(config.get("appendonly", b"no")) == "no" and not _text(config.get("save", b"")).strip():
+            warnings.append(
+                f"Redis at {redact(self.url)} has no persistence (appendonly no, no save "
+                "points): a restart loses the crawl")
+        return warnings
+
     # --- lifecycle ------------------------------------------------------------------
 
-    def open(self, *, fresh: bool, restart_finished: bool = True) -> str:
+    def open(self, *, fresh: bool, restart_finished: bool = True, owner: str = "") -> str:
         """Join the crawl; returns "new", "resumed", "fresh" (an old crawl was wiped) or
         "finished" (it is done and ``restart_finished`` is off: a worker that does not
-        seed must not start a crawl nobody will feed)."""
+        seed must not start a crawl nobody will feed). A worker that does not seed also
+        never creates a crawl: one that is missing was lost (:class:`CrawlLost`).
+
+        ``owner`` names the spider class; a crawl made by another class under the same
+        keys (two projects, one spider name) raises :class:`CrawlConflict`.
+        """
         state = self.call(lambda: self.client.hgetall(self.keys.state), "read the crawl state")
         status = state.get(b"status")
         outcome = "new" if not state else "resumed"
+        made_by = _text(state.get(b"spider", b""))
+        if owner and made_by and made_by != owner:
+            raise CrawlConflict(
+                f"Redis at {redact(self.url)} already holds a crawl of {self.keys.spider!r} "
+                f"made by {made_by}, not {owner}: another project uses the same spider name "
+                f"and key prefix ({self.keys.prefix!r}). Set FLEET_KEY_PREFIX to keep them "
+                "apart (or --fresh / FLEET_FRESH=1 to throw that crawl away)"
+            )
         if status == b"done" and not fresh and not restart_finished:
             return "finished"
+        if not state and not restart_finished:
+            raise CrawlLost(
+                f"no crawl of {self.keys.spider!r} on {redact(self.url)} to join (this worker "
+                "does not seed): it finished and was wiped, or its data was lost")
         if fresh or status == b"done":
             self.wipe()
             outcome = "fresh" if state else "new"
+        self.crawl_id = self.create(owner)
+        if status == b"failed" and outcome == "resumed":
+            # a crawl whose start requests failed is retried by the next run's seeder
+            self.call(lambda: self.client.hset(self.keys.state, mapping={"status": "running",
+                                                                          "error": ""}),
+                      "reopen the failed crawl")
+        self.heartbeat()
+        return outcome
 
+    def create(self, owner: str = "") -> str:
+        """Create the crawl's state unless it exists; returns the crawl's id."""
         def mark() -> bytes:
             pipe = self.client.pipeline(transaction=True)
             pipe.hsetnx(self.keys.state, "status", "running")
             pipe.hsetnx(self.keys.state, "started_at", f"{time.time():.3f}")
             pipe.hsetnx(self.keys.state, "id", uuid.uuid4().hex)
+            if owner:
+                pipe.hsetnx(self.keys.state, "spider", owner)
             pipe.hget(self.keys.state, "id")
             return pipe.execute()[-1]
 
-        self.crawl_id = self.call(mark, "open the crawl").decode("ascii", "replace")
-        self.heartbeat()
-        return outcome
+        self.crawl_id = _text(self.call(mark, "open the crawl"))
+        return self.crawl_id
+
+    def fail_crawl(self, error: str) -> None:
+        """Mark the crawl failed for every worker (they stop with ``error``)."""
+        self.call(lambda: self.client.hset(self.keys.state, mapping={"status": "failed",
+                                                                      "error": error[:2000]}),
+                  "mark the crawl failed")
 
     def wipe(self) -> int:
         """Delete every key of this crawl (a fresh start)."""
@@ -196,14 +305,9 @@ class RedisFrontier:
 
     def leave(self) -> int:
         """Hand back everything this worker holds and deregister it."""
-        def run() -> int:
-            pipe = self.client.pipeline(transaction=True)
-            self._script("REQUEUE", [self._lease_key], [], client=pipe)
-            pipe.zrem(self.keys.workers, self.worker_id)
-            pipe.srem(self.keys.seeding, self.worker_id)
-            return int(pipe.execute()[0])
-
-        return self.call(run, "hand back leased requests")
+        return int(self.run_script(
+            "LEAVE", [self._lease_key, self.keys.seq, self.keys.workers, self.keys.seeding],
+            [self.worker_id], "hand back leased requests"))
 
     def set_seeding(self, seeding: bool) -> None:
         """Tell other workers this one is (no longer) feeding start requests."""
@@ -228,56 +332,59 @@ class RedisFrontier:
         pop: int = 0,
         held: Collection[str] = (),
     ) -> FlushResult:
-        """Pushes, then acks, then a pop: one atomic round trip.
+        """Pushes, then acks, then a pop: one script, so one atomic round trip.
 
         Pushes come before acks so that a request's children are stored before it is
-        forgotten. If Redis failed mid-call, the pop may have leased ids we never saw:
-        after the retry, any lease not in ``held`` (nor just popped) is handed back.
+        forgotten; if the script fails (Redis out of memory) nothing is stored and nothing
+        acknowledged. If the connection broke mid-call, the pop may have leased ids we
+        never saw: after the retry, any lease not in ``held`` (nor just popped) is handed
+        back. Raises :class:`CrawlLost` when the crawl's state is gone or replaced.
         """
+        if not (pushes or acks or invalid or pop):
+            return FlushResult([], [])
+        if self.crawl_id is None:
+            raise RuntimeError("open() the frontier before flushing")
+        args: list[Any] = [self.crawl_id, len(pushes), len(acks), len(invalid), pop,
+                           self.delay_ms, self.worker_id]
+        for fp, slot, priority, blob in pushes:
+            args += [fp, slot, max(-MAX_PRIORITY, min(MAX_PRIORITY, priority)), blob]
+        args += [*acks, *invalid]
+        keys = [self.keys.seq, self.keys.seen, self._lease_key, self.keys.workers,
+                self.keys.slot_delay, self.keys.state]
         failed = False
 
         def run() -> list[Any]:
             nonlocal failed
-            pipe = self.client.pipeline(transaction=True)
-            if pushes:
-                args: list[Any] = []
-                for fp, slot, priority, blob in pushes:
-                    args += [fp, slot, max(-MAX_PRIORITY, min(MAX_PRIORITY, priority)), blob]
-                self._script("PUSH", [self.keys.seq, self.keys.seen], args, client=pipe)
-            if acks:
-                self._script("ACK", [self._lease_key], ["acked", *acks], client=pipe)
-            if invalid:
-                self._script("ACK", [self._lease_key], ["invalid", *invalid], client=pipe)
-            if pop:
-                self._script(
-                    "POP",
-                    [self._lease_key, self.keys.workers, self.keys.slot_delay],
-                    [pop, self.delay_ms, self.worker_id],
-                    client=pipe,
-                )
             try:
-                return pipe.execute()
-            except (*_TRANSIENT, redis.exceptions.NoScriptError):
-                # other commands of the batch may have run: reconcile leases afterwards
-                # (pushes dedupe themselves, acks are idempotent)
-                failed = True
+                return self._script("FLUSH", keys, args)
+            except _TRANSIENT:
+                failed = True  # the script may have run: reconcile leases afterwards
                 raise
 
-        results = self.call(run, "update the frontier") if (pushes or acks or invalid or pop) else []
-        pushed = [bool(x) for x in results[0]] if pushes else []
-        popped: list[tuple[str, bytes | None]] = []
-        next_due = None
-        if pop:
-            flat, due_ms = results[-1]
-            popped = [(flat[i].decode(), flat[i + 1] or None) for i in range(0, len(flat), 2)]
-            next_due = None if due_ms < 0 else due_ms / 1000
+        reply = self.call(run, "update the frontier")
+        if reply[0] == b"lost":
+            raise CrawlLost(self._lost_message(_text(reply[1]) and "replaced by another crawl"
+                                               or "the crawl state is gone"))
+        _, flags, flat, due_ms, lost, junk = reply
+        popped = [(flat[i].decode("ascii"), flat[i + 1]) for i in range(0, len(flat), 2)]
+        if lost:
+            raise CrawlLost(self._lost_message(
+                f"{len(lost)} queued requests have no stored payload (evicted?)"))
         if failed and pop:
             self._hand_back_unknown({*held, *(i for i, _ in popped)})
-        return FlushResult(pushed, popped, next_due)
+        return FlushResult([bool(x) for x in flags], popped,
+                           None if due_ms < 0 else due_ms / 1000, [_text(j) for j in junk])
+
+    def _lost_message(self, what: str) -> str:
+        return (f"the crawl of {self.keys.spider!r} in Redis at {redact(self.url)} was lost "
+                f"({what}): Redis was flushed, restarted without persistence, evicted keys "
+                "under memory pressure, or the crawl was restarted with --fresh elsewhere. "
+                "Its queue cannot be trusted; start it again (the output keeps what was "
+                "written)")
 
     def _hand_back_unknown(self, known: set[str]) -> None:
         leased = self.call(lambda: self.client.hkeys(self._lease_key), "list leases")
-        unknown = [i.decode() for i in leased if i.decode() not in known]
+        unknown = [_text(i) for i in leased if _text(i) not in known]
         if unknown:
             logger.warning("Handing back %d leases lost in a failed round trip", len(unknown))
             self.requeue(unknown)
@@ -286,7 +393,8 @@ class RedisFrontier:
         if not ids:
             return 0
         return int(self.call(
-            lambda: self._script("REQUEUE", [self._lease_key], list(ids)), "requeue requests"
+            lambda: self._script("REQUEUE", [self._lease_key, self.keys.seq], list(ids)),
+            "requeue requests"
         ))
 
     # --- liveness and the end of the crawl -----------------------------------------
@@ -296,23 +404,24 @@ class RedisFrontier:
         flat = self.call(
             lambda: self._script(
                 "RECLAIM",
-                [self.keys.workers, self.keys.seeding],
+                [self.keys.workers, self.keys.seeding, self.keys.seq],
                 [self.keys.lease_prefix, self.lease_timeout_ms],
             ),
             "reclaim dead workers' requests",
         )
-        return [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return [(_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def check_finished(self, *, keep_alive: bool = False) -> FinishCheck:
         raw = self.call(
             lambda: self._script(
                 "CHECK_FINISHED",
                 [self.keys.workers, self.keys.seeding, self.keys.state],
-                [self.lease_timeout_ms, self.worker_id, "1" if keep_alive else "0"],
+                [self.lease_timeout_ms, self.worker_id, "1" if keep_alive else "0",
+                 self.crawl_id or "", self.keys.lease_prefix],
             ),
             "check whether the crawl is finished",
         )
-        return FinishCheck(bool(raw[0]), *(int(x) for x in raw[1:]))
+        return FinishCheck(_text(raw[0]), *(int(x) for x in raw[1:5]), detail=_text(raw[5]))
 
     def add_totals(self, deltas: dict[str, int]) -> None:
         """Add this worker's counters (pages, items, errors...) to the crawl's totals."""
@@ -324,7 +433,14 @@ class RedisFrontier:
             pipe = self.client.pipeline(transaction=True)
             for field, value in deltas.items():
                 pipe.hincrby(self.keys.stats, field, value)
-            pipe.execute()
+            for field, result in zip(deltas, pipe.execute(raise_on_error=False)):
+                if isinstance(result, redis.ResponseError) and "not an integer" in str(result):
+                    # junk written by another tool: start the total over, and say so
+                    logger.warning("Crawl total %r in Redis held junk; reset", field)
+                    self.client.hset(self.keys.stats, field, deltas[field])
+                    self.client.hincrby(self.keys.stats, "corrupt", 1)
+                elif isinstance(result, Exception):
+                    raise result
 
         self.call(run, "update totals")
 
@@ -342,17 +458,39 @@ class RedisFrontier:
 
         stats, state, seen, workers, seeding, now = self.call(run, "read the crawl status")
         now_ms = now[0] * 1000 + now[1] // 1000
+        # anything may have been written here by another tool: junk numbers are left out
+        # (and counted), junk text is shown escaped, never a traceback
+        numbers: dict[str, int] = {}
+        for k, v in stats.items():
+            try:
+                numbers[_text(k)] = int(v)
+            except ValueError:
+                numbers["corrupt"] = numbers.get("corrupt", 0) + 1
         return {
-            "stats": {k.decode(): int(v) for k, v in stats.items()},
-            "state": {k.decode(): v.decode() for k, v in state.items()},
+            "stats": numbers,
+            "state": {_text(k): _text(v) for k, v in state.items()},
             "seen": int(seen),
             "workers": [
                 {
-                    "id": w.decode(),
+                    "id": _text(w),
                     "last_heartbeat_s": (now_ms - beat) / 1000,
-                    "alive": now_ms - beat <= self.lease_timeout_ms,
+                    "alive": 0 <= now_ms - beat <= self.lease_timeout_ms,
                     "seeding": w in seeding,
                 }
                 for w, beat in workers
             ],
         }
+
+
+def _text(value: bytes | str | None) -> str:
+    """Redis bytes as text, whatever they hold (non-UTF-8 comes out escaped)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return value.decode("utf-8", "backslashreplace")
+
+
+def _is_oom(exc: redis.exceptions.ResponseError) -> bool:
+    # a plain command answers "OOM ..."; a script's write answers "... OOM command not allowed"
+    return isinstance(exc, redis.exceptions.OutOfMemoryError) or "OOM command not allowed" in str(exc)

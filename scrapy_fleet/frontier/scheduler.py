@@ -39,10 +39,19 @@ from twisted.internet import task
 from twisted.python.failure import Failure
 
 from scrapy_fleet.config import FleetConfig
+from scrapy_fleet.errors import EXIT_FATAL, EXIT_REDIS_UNAVAILABLE, FatalItemError
 from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.dupefilter import FleetDupeFilter
 from scrapy_fleet.frontier.keys import CrawlKeys
-from scrapy_fleet.frontier.queue import FlushResult, PushEntry, RedisFrontier
+from scrapy_fleet.frontier.queue import (
+    CrawlFailed,
+    CrawlLost,
+    FlushResult,
+    FrontierFault,
+    PushEntry,
+    RedisFrontier,
+    RedisOutOfMemory,
+)
 from scrapy_fleet.redis_server import (
     RedisUnavailable,
     connect,
@@ -70,8 +79,6 @@ TOTALS = {
     "downloader/exception_count": "download_errors",
 }
 
-
-EXIT_REDIS_UNAVAILABLE = 3
 
 
 def _exit_with_status(status: int) -> None:
@@ -112,7 +119,10 @@ class FleetScheduler(BaseScheduler):
         self.crawl_id: str | None = None
         self.spider: Spider | None = None
         self.finished = False
-        self.fatal: str | None = None
+        self.fatal: str | None = None  # why this worker stops on a fault (non-zero exit)
+        self.fatal_status = EXIT_FATAL
+        self._failing_since: float | None = None  # first of a run of unexpected errors
+        self._not_stored: set[str] = set()  # leases whose items could not be stored
         self._buffer: deque[tuple[str, bytes | None]] = deque()  # leased, not yet handed out
         self._held: set[str] = set()  # lease ids handed to the engine, not yet finished
         self._pushes: list[PushEntry] = []
@@ -171,11 +181,16 @@ class FleetScheduler(BaseScheduler):
                 retry_timeout=config.redis_retry_timeout,
                 on_connection_lost=(lambda: ensure_embedded_server(config.data_dir)) if embedded else None,
             )
-            outcome = self.frontier.open(fresh=config.fresh, restart_finished=config.seed)
-        except RedisUnavailable as exc:
+            owner = f"{type(spider).__module__}.{type(spider).__qualname__}"
+            outcome = self.frontier.open(fresh=config.fresh, restart_finished=config.seed,
+                                         owner=owner)
+        except (RedisUnavailable, FrontierFault) as exc:
             self.fatal = str(exc)
+            self.fatal_status = _exit_status(exc)
             logger.error("Cannot open the fleet frontier: %s", exc)
             raise SystemExit(f"scrapy-fleet: {exc}") from None
+        for warning in self.frontier.durability_warnings():
+            logger.warning("%s", warning)
         logger.info(
             "Fleet frontier for %r on %s, worker %s: %s crawl",
             spider.name, redact(url), self.worker_id, outcome,
@@ -185,9 +200,12 @@ class FleetScheduler(BaseScheduler):
         if outcome == "finished":
             self.finished = True  # nothing to do: the engine closes us as "finished"
         self._install_finish_hook()
+        if self.crawler is not None:
+            self.crawler.signals.connect(self._item_error, signal=signals.item_error)
         self._tick = task.LoopingCall(self._on_tick)
+        # _on_tick never raises; should the loop stop anyway, say so loudly
         self._tick.start(config.poll_interval, now=False).addErrback(
-            lambda f: logger.error("fleet scheduler tick failed: %s", f.getTraceback())
+            lambda f: self._fail(f"the fleet scheduler's tick stopped: {f.getErrorMessage()}")
         )
 
     def close(self, reason: str) -> None:
@@ -196,20 +214,25 @@ class FleetScheduler(BaseScheduler):
         if self._wake_at is not None and self._wake_at.active():
             self._wake_at.cancel()
         if self.fatal is not None:
-            # Scrapy's exit status ignores how a spider closed; losing Redis must not exit 0
-            atexit.register(_exit_with_status, EXIT_REDIS_UNAVAILABLE)
-        if self.frontier is None or self.fatal is not None:
-            if self.fatal is not None:
-                logger.error(
-                    "Requests held by worker %s return to the queue %.0f s after its last "
-                    "heartbeat once Redis is back", self.worker_id, self.config.lease_timeout,
-                )
+            # Scrapy's exit status ignores how a spider closed; a fault must not exit 0
+            atexit.register(_exit_with_status, self.fatal_status)
+            logger.error("scrapy-fleet: this worker stopped: %s", self.fatal)
+        if self.frontier is None:
+            return
+        if self.fatal_status == EXIT_REDIS_UNAVAILABLE or isinstance(self._fault, CrawlLost):
+            logger.error(
+                "Requests held by worker %s return to the queue %.0f s after its last "
+                "heartbeat once Redis is back", self.worker_id, self.config.lease_timeout,
+            )
             return
         try:
-            self._flush()
-            self._send_totals()
+            if not isinstance(self._fault, RedisOutOfMemory):
+                # what is done is acknowledged; out of memory, the same script would only
+                # fail again: those requests go back to the queue instead and run again
+                self._flush()
+                self._send_totals()
             handed_back = self.frontier.leave()
-        except RedisUnavailable as exc:
+        except (RedisUnavailable, FrontierFault) as exc:
             logger.error(
                 "Could not hand back leased requests (%s); they return to the queue "
                 "%.0f s after this worker's last heartbeat", exc, self.config.lease_timeout,
@@ -264,6 +287,8 @@ class FleetScheduler(BaseScheduler):
         if self.crawler is not None and self.crawler.engine is not None:
             free -= len(self.crawler.engine.downloader.active)
         result = self._flush(pop=max(1, min(self.config.batch_size, free)))
+        for member in result.junk:  # dropped (and counted in Redis) by the pop script
+            self._count_invalid(member, None, "not an id this frontier issued")
         if result.popped:
             self._buffer.extend(result.popped)
             self.stats.inc_value("fleet/leased", len(result.popped))
@@ -312,13 +337,16 @@ class FleetScheduler(BaseScheduler):
         return result
 
     def _reject(self, lease: str, blob: bytes | None, exc: Exception) -> None:
-        self.stats.inc_value("fleet/invalid")
         self._invalid.append(lease)
+        self._count_invalid(lease, blob, str(exc))
+
+    def _count_invalid(self, lease: str, blob: bytes | None, why: str) -> None:
+        self.stats.inc_value("fleet/invalid")
         if self._invalid_logged < _INVALID_LOGGED:
             self._invalid_logged += 1
             logger.warning(
                 "Dropped invalid queue entry %s (%s; %d bytes, starts %r); it was not run",
-                lease, exc, len(blob or b""), (blob or b"")[:16],
+                lease, why, len(blob or b""), (blob or b"")[:16],
             )
 
     # --- the end of a request -------------------------------------------------------
@@ -347,8 +375,23 @@ class FleetScheduler(BaseScheduler):
         lease = request.meta.get(codec.LEASE_META_KEY)
         if lease in self._held:
             self._held.discard(lease)
-            self._acks.append(lease)
+            if lease in self._not_stored:
+                # its items never reached the output: keep it leased, so it is handed
+                # back (on close) or reclaimed, and the next run makes them again
+                self._not_stored.discard(lease)
+            else:
+                self._acks.append(lease)
         return passthrough
+
+    def _item_error(self, item: Any, response: Any, spider: Any, failure: Failure) -> None:
+        """A pipeline could not store an item: that request must not be acknowledged."""
+        if not isinstance(failure.value, FatalItemError):
+            return  # Scrapy's usual behaviour: logged, the item is lost by the user's choice
+        request = getattr(response, "request", None)
+        lease = request.meta.get(codec.LEASE_META_KEY) if request is not None else None
+        if lease is not None:
+            self._not_stored.add(lease)
+        self._fail(f"an item could not be stored: {failure.value}")
 
     # --- seeding (called by FleetStartMiddleware) -----------------------------------
 
@@ -362,6 +405,13 @@ class FleetScheduler(BaseScheduler):
         if any(isinstance(r, Failure) and isinstance(r.value, IgnoreRequest) for _, r in results):
             return
         self.enqueue_request(request)
+
+    def fail_crawl(self, error: str) -> None:
+        """The crawl cannot go on for anyone (its start requests could not be made): mark
+        it failed in Redis, so every worker stops with ``error``, and stop this one."""
+        assert self.frontier is not None
+        self._guarded(lambda: self.frontier.fail_crawl(error))
+        self._fail(error)
 
     def begin_seeding(self) -> None:
         assert self.frontier is not None
@@ -385,6 +435,7 @@ class FleetScheduler(BaseScheduler):
     # --- the periodic tick ----------------------------------------------------------
 
     def _on_tick(self) -> None:
+        # never raises: a LoopingCall that raises stops for good (no heartbeat, no end)
         self._guarded(self._tick_once)
 
     def _tick_once(self) -> None:
@@ -406,7 +457,12 @@ class FleetScheduler(BaseScheduler):
             return
         if not (self._held or self._seeding):
             # locally idle: is the whole crawl finished?
-            if self.frontier.check_finished(keep_alive=self.config.keep_alive).finished:
+            check = self.frontier.check_finished(keep_alive=self.config.keep_alive)
+            if check.status == "lost":
+                raise CrawlLost(self.frontier._lost_message(check.detail))
+            if check.status == "failed":
+                raise CrawlFailed(f"the crawl failed in another worker: {check.detail}")
+            if check.finished:
                 self._send_totals()
                 self.finished = True
                 logger.info("Crawl finished: the frontier is empty and no worker holds work")
@@ -427,20 +483,46 @@ class FleetScheduler(BaseScheduler):
             slot.nextcall.schedule()
 
     def _guarded(self, operation: Any) -> None:
-        """Run a Redis operation; if Redis stays away past the deadline, stop the crawl."""
+        """Run a frontier operation; never raises.
+
+        Redis gone past the deadline, out of memory past it, the crawl's data lost: the
+        worker stops with that message. Any other error (a bug, junk we did not foresee)
+        is logged and retried at the next call; if it persists for
+        FLEET_REDIS_RETRY_TIMEOUT the worker stops with it rather than idle forever.
+        """
         if self.fatal is not None:
             return  # already stopping; don't wait out the deadline again on every call
         try:
             operation()
-        except RedisUnavailable as exc:
-            if self.fatal is None:
-                self.fatal = str(exc)
-                logger.error(
-                    "%s. Stopping this worker; its leased requests return to the queue "
-                    "when Redis is back and the lease times out.", exc,
-                )
-                self.stats.set_value("fleet/fatal", str(exc))
-                if self.crawler is not None and self.crawler.engine is not None:
-                    deferred_from_coro(
-                        self.crawler.engine.close_spider_async(reason="redis_unavailable")
-                    )
+        except (RedisUnavailable, FrontierFault) as exc:
+            self._fail(str(exc), exc)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            now = time.monotonic()
+            if self._failing_since is None:
+                self._failing_since = now
+                logger.exception("Fleet frontier operation failed; retrying")
+            elif now - self._failing_since >= self.config.redis_retry_timeout:
+                self._fail(f"the fleet frontier kept failing for "
+                           f"{now - self._failing_since:.0f} s: {exc!r}", exc)
+        else:
+            self._failing_since = None
+
+    _fault: BaseException | None = None
+
+    def _fail(self, message: str, exc: BaseException | None = None) -> None:
+        """Stop this worker on a fault: one clear error, a non-zero exit, and the
+        requests it holds handed back (or reclaimed when Redis cannot be reached)."""
+        if self.fatal is not None:
+            return
+        self.fatal = message
+        self._fault = exc
+        self.fatal_status = _exit_status(exc)
+        logger.error("%s. Stopping this worker.", message)
+        self.stats.set_value("fleet/fatal", message)
+        if self.crawler is not None and self.crawler.engine is not None:
+            reason = "redis_unavailable" if self.fatal_status == EXIT_REDIS_UNAVAILABLE else "fleet_error"
+            deferred_from_coro(self.crawler.engine.close_spider_async(reason=reason))
+
+
+def _exit_status(exc: BaseException | None) -> int:
+    return EXIT_REDIS_UNAVAILABLE if isinstance(exc, RedisUnavailable) else EXIT_FATAL

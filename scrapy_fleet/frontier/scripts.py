@@ -14,6 +14,20 @@ Every script takes the same leading KEYS and ARGV, used by the shared helpers:
   ARGV[1] queue key prefix ("...:q:")   ARGV[2] in-flight cap per slot
 Time is Redis server time (TIME), so workers on machines with skewed clocks agree.
 Stats ``pending`` and ``leased`` are gauges kept exact by these scripts alone.
+
+Anything in Redis may have been written by another tool (or an adversary), so the
+scripts never trust what they read: numbers are parsed with ``num()`` (junk reads as a
+default), counters are bumped with ``incr()`` (a junk counter is reset and counted in
+``stats.corrupt``; junk gauges are recounted from the queues at the start of a script),
+queue members that are not ids this frontier issued are dropped and counted in
+``stats.invalid``, and malformed lease entries are dropped and counted. So a script never
+stops half-way through its writes on bad data: it either validates and runs to the end,
+or (Redis out of memory) fails at its first write, before changing anything.
+
+A crawl carries an id (``state.id``, set when it is created). Scripts that move work take
+the id the worker joined; when ``state`` is gone or holds another id, the crawl's data
+was lost (FLUSHALL, a restart without persistence, eviction) or replaced (``--fresh``):
+they change nothing and answer ``lost``, and the worker stops with that message.
 """
 
 from __future__ import annotations
@@ -27,6 +41,48 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A number read from Redis data; junk (not a finite number) reads as `default`.
+local function num(v, default)
+  local n = tonumber(v)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then return default end
+  return n
+end
+
+-- An integer HINCRBY would accept.
+local function is_int(v)
+  return type(v) == 'string' and #v <= 18 and string.find(v, '^%-?%d+$') ~= nil
+end
+
+-- HINCRBY that never fails on junk: a non-integer field is reset to `n` and counted.
+local function incr(key, field, n)
+  local cur = redis.call('HGET', key, field)
+  if cur and not is_int(cur) then
+    redis.call('HSET', key, field, n)
+    if key ~= K.stats or field ~= 'corrupt' then incr(K.stats, 'corrupt', 1) end
+    return n
+  end
+  return redis.call('HINCRBY', key, field, n)
+end
+
+-- The pending/leased gauges, recounted from the queues if either holds junk. Called at
+-- the start of the scripts that move them, before any other write.
+local function check_gauges()
+  local g = redis.call('HMGET', K.stats, 'pending', 'leased')
+  if (not g[1] or is_int(g[1])) and (not g[2] or is_int(g[2])) then return end
+  local slots, pending, leased = {}, 0, 0
+  for _, key in ipairs({K.ready, K.delayed}) do
+    for _, slot in ipairs(redis.call('ZRANGE', key, 0, -1)) do slots[slot] = true end
+  end
+  local flat = redis.call('HGETALL', K.inflight)
+  for i = 1, #flat, 2 do
+    slots[flat[i]] = true
+    leased = leased + math.max(0, num(flat[i + 1], 0))
+  end
+  for slot in pairs(slots) do pending = pending + redis.call('ZCARD', K.qprefix .. slot) end
+  redis.call('HSET', K.stats, 'pending', pending, 'leased', leased)
+  incr(K.stats, 'corrupt', 1)
+end
+
 -- Put a slot where it belongs: in `ready` if it has queued ids, is under its in-flight
 -- cap and its delay is over; in `delayed` if only the delay holds it back.
 local function schedule_slot(slot, now)
@@ -35,11 +91,21 @@ local function schedule_slot(slot, now)
   end
   local head = redis.call('ZRANGE', K.qprefix .. slot, 0, 0, 'WITHSCORES')
   if #head == 0 then return end
-  if tonumber(redis.call('HGET', K.inflight, slot) or '0') >= K.cap then return end
-  local ok = tonumber(redis.call('HGET', K.nextok, slot) or '0')
+  if num(redis.call('HGET', K.inflight, slot), 0) >= K.cap then return end
+  local ok = num(redis.call('HGET', K.nextok, slot), 0)
   if ok > now then
     redis.call('ZADD', K.delayed, ok, slot)
-    redis.call('HINCRBY', K.stats, 'politeness/delayed', 1)  -- work held back by politeness
+    incr(K.stats, 'politeness/delayed', 1)  -- work held back by politeness
+  else
+    redis.call('ZADD', K.ready, head[2], slot)
+  end
+end
+
+-- A slot whose queue head changed while it sat in `ready`: re-score it, or drop it.
+local function rescore_ready(slot)
+  local head = redis.call('ZRANGE', K.qprefix .. slot, 0, 0, 'WITHSCORES')
+  if #head == 0 then
+    redis.call('ZREM', K.ready, slot)
   else
     redis.call('ZADD', K.ready, head[2], slot)
   end
@@ -56,212 +122,285 @@ end
 -- `delayed`, if it has queued requests at all. Used by the politeness scripts.
 local function park(slot)
   if redis.call('ZREM', K.ready, slot) == 1 or redis.call('ZSCORE', K.delayed, slot) then
-    redis.call('ZADD', K.delayed, redis.call('HGET', K.nextok, slot), slot)
+    redis.call('ZADD', K.delayed, num(redis.call('HGET', K.nextok, slot), 0), slot)
   end
 end
 
--- One fewer request of this slot in flight.
-local function release_slot(slot)
-  if redis.call('HINCRBY', K.inflight, slot, -1) <= 0 then
+-- `count` fewer requests of this slot in flight.
+local function release_slot(slot, count)
+  if incr(K.inflight, slot, -count) <= 0 then
     redis.call('HDEL', K.inflight, slot)
   end
 end
 
--- Move one leased id back to its slot's queue; returns 1 if it was leased.
-local function requeue(lease_key, id, now)
+-- A lease entry "<score> <slot>" as (score, slot); nil for junk.
+local function parse_lease(entry)
+  if type(entry) ~= 'string' then return nil end
+  local sp = string.find(entry, ' ', 1, true)
+  if not sp then return nil end
+  local score = num(string.sub(entry, 1, sp - 1), nil)
+  if score == nil then return nil end
+  return score, string.sub(entry, sp + 1)
+end
+
+-- An id this frontier issued: decimal, at most `seq`, with its payload still stored.
+-- Returns "ok", "junk" (never issued: drop it) or "lost" (issued, payload gone).
+local function check_id(id, seq)
+  if type(id) ~= 'string' or #id > 15 or not string.find(id, '^%d+$') then return 'junk' end
+  if tonumber(id) > seq or tonumber(id) < 1 then return 'junk' end
+  if redis.call('HEXISTS', K.payload, id) == 0 then return 'lost' end
+  return 'ok'
+end
+
+-- Move one leased id back to its slot's queue; returns 1 if it was leased. A junk entry
+-- (bad format, or an id never issued) is dropped and counted, gauges untouched.
+local function requeue(lease_key, id, now, seq)
   local entry = redis.call('HGET', lease_key, id)
   if not entry then return 0 end
   redis.call('HDEL', lease_key, id)
-  local sp = string.find(entry, ' ', 1, true)
-  local score, slot = string.sub(entry, 1, sp - 1), string.sub(entry, sp + 1)
-  redis.call('ZADD', K.qprefix .. slot, score, id)
-  release_slot(slot)
+  local score, slot = parse_lease(entry)
+  local valid = score and check_id(id, seq)
+  if valid ~= 'ok' then
+    if valid == 'lost' then
+      -- a real lease whose request is gone from `payload`: count it, free its slot
+      incr(K.stats, 'lost', 1)
+      incr(K.stats, 'leased', -1)
+      release_slot(slot, 1)
+    else
+      incr(K.stats, 'corrupt', 1)  -- not a lease this frontier made: just drop it
+    end
+    return 0
+  end
+  redis.call('ZADD', K.qprefix .. slot, string.format('%.17g', score), id)
+  release_slot(slot, 1)
   schedule_slot(slot, now)
-  redis.call('HINCRBY', K.stats, 'pending', 1)
-  redis.call('HINCRBY', K.stats, 'leased', -1)
+  incr(K.stats, 'pending', 1)
+  incr(K.stats, 'leased', -1)
   return 1
 end
+
+local function read_seq(seq_key)
+  local v = redis.call('GET', seq_key)
+  if v and not is_int(v) then
+    -- junk in the id counter: restart it above every id still stored
+    local top = 0
+    for _, id in ipairs(redis.call('HKEYS', K.payload)) do top = math.max(top, num(id, 0)) end
+    redis.call('SET', seq_key, top)
+    incr(K.stats, 'corrupt', 1)
+    return top
+  end
+  return num(v, 0)
+end
 """
 
-# Dedupe and enqueue a batch of requests in one round trip.
-# KEYS[7] seq  KEYS[8] seen
-# ARGV[3..] groups of 4: fingerprint ("" = dont_filter), slot, priority, payload
-# Returns one integer per request: 1 enqueued, 0 duplicate.
-PUSH = PRELUDE + r"""
+# Everything a worker sends in one round trip, atomically: dedupe and enqueue new
+# requests, then acknowledge finished ones, then lease more. Pushes come before acks so a
+# request is never forgotten before its children are stored; being one script, a failure
+# (Redis out of memory) stores nothing and acknowledges nothing.
+# KEYS[7] seq  KEYS[8] seen  KEYS[9] lease:<worker>  KEYS[10] workers  KEYS[11] slotdelay
+# KEYS[12] state
+# ARGV[3] crawl id  ARGV[4] pushes P  ARGV[5] acks A  ARGV[6] invalid I  ARGV[7] pop n
+# ARGV[8] default delay ms  ARGV[9] worker id
+# ARGV[10..] P groups of 4 (fingerprint ("" = dont_filter), slot, priority, payload),
+#            then A acked ids, then I ids of entries the worker could not decode.
+# Returns {"ok", {1 enqueued / 0 duplicate per push}, {id1, payload1, ...},
+#          ms until the first delayed slot comes due (-1: none), ids found lost,
+#          queue members dropped as junk (never issued by this frontier)}
+#      or {"lost", state id found ("" if none)} having changed nothing.
+FLUSH = PRELUDE + r"""
+local state_id = redis.call('HGET', KEYS[12], 'id')
+if state_id ~= ARGV[3] then return {'lost', state_id or ''} end
+check_gauges()
 local now = now_ms()
-local fps = {}
-for i = 3, #ARGV, 4 do
-  if ARGV[i] ~= '' then fps[#fps + 1] = ARGV[i] end
-end
--- one SMISMEMBER for the batch; `seen` also catches repeats within the batch
-local seen, new_fps = {}, {}
-for i = 1, #fps, 4000 do
-  local chunk_end = math.min(i + 3999, #fps)
-  local flags = redis.call('SMISMEMBER', KEYS[8], unpack(fps, i, chunk_end))
-  for j = i, chunk_end do
-    if flags[j - i + 1] == 1 then seen[fps[j]] = true end
-  end
-end
-local accepted, out = {}, {}
-for i = 3, #ARGV, 4 do
-  local fp = ARGV[i]
-  if fp ~= '' and seen[fp] then
-    out[#out + 1] = 0
-  else
-    if fp ~= '' then
-      seen[fp] = true
-      new_fps[#new_fps + 1] = fp
-    end
-    accepted[#accepted + 1] = i
-    out[#out + 1] = 1
-  end
-end
-local added = #accepted
-if #new_fps > 0 then call_many('SADD', KEYS[8], new_fps) end
-if added > 0 then
-  local first = redis.call('INCRBY', KEYS[7], added) - added
-  local payloads, by_slot, best = {}, {}, {}
-  for n, i in ipairs(accepted) do
-    local id = first + n
-    local slot, prio = ARGV[i + 1], tonumber(ARGV[i + 2])
-    local score = -prio * 1099511627776 + id
-    payloads[#payloads + 1] = id
-    payloads[#payloads + 1] = ARGV[i + 3]
-    local members = by_slot[slot]
-    if not members then
-      members = {}
-      by_slot[slot] = members
-    end
-    members[#members + 1] = string.format('%.17g', score)
-    members[#members + 1] = id
-    if not best[slot] or score < best[slot] then best[slot] = score end
-  end
-  call_many('HSET', K.payload, payloads)
-  for slot, members in pairs(by_slot) do
-    call_many('ZADD', K.qprefix .. slot, members)
-    -- a better head lowers the slot's score in `ready`; otherwise place the slot
-    local current = redis.call('ZSCORE', K.ready, slot)
-    if not current then
-      schedule_slot(slot, now)
-    elseif best[slot] < tonumber(current) then
-      redis.call('ZADD', K.ready, string.format('%.17g', best[slot]), slot)
-    end
-  end
-  redis.call('HINCRBY', K.stats, 'pending', added)
-  redis.call('HINCRBY', K.stats, 'enqueued', added)
-end
-if added < #out then redis.call('HINCRBY', K.stats, 'duplicate', #out - added) end
-return out
-"""
+local P, A, I, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local base = 10
+local pushed = {}
 
-# Lease up to n requests to a worker: the best-scored head among ready slots, one at a
-# time, honouring each slot's delay and in-flight cap. Also refreshes the heartbeat.
-# KEYS[7] lease:<worker>  KEYS[8] workers  KEYS[9] slotdelay
-# ARGV[3] n  ARGV[4] default delay ms  ARGV[5] worker id
-# Returns {flat list id1, payload1, id2, payload2, ... (payload false if missing),
-#          ms until the first delayed slot comes due, or -1 if none is delayed}.
-POP = PRELUDE + r"""
-local now = now_ms()
-local n, delay, worker = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-redis.call('ZADD', KEYS[8], now, worker)
-for _, slot in ipairs(redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, 256)) do
-  redis.call('ZREM', K.delayed, slot)
-  schedule_slot(slot, now)
-end
-local overrides = redis.call('EXISTS', KEYS[9]) == 1
-local ids, leases = {}, {}
-while #ids < n do
-  local top = redis.call('ZRANGE', K.ready, 0, 0)
-  if #top == 0 then break end
-  local slot = top[1]
-  local q = K.qprefix .. slot
-  local popped = redis.call('ZPOPMIN', q)
-  if #popped == 0 then
-    redis.call('ZREM', K.ready, slot)
-  else
-    local id = popped[1]
-    ids[#ids + 1] = id
-    leases[#leases + 1] = id
-    leases[#leases + 1] = popped[2] .. ' ' .. slot
-    local inflight = redis.call('HINCRBY', K.inflight, slot, 1)
-    local d = delay
-    if overrides then d = tonumber(redis.call('HGET', KEYS[9], slot) or delay) end
-    if d > 0 then redis.call('HSET', K.nextok, slot, now + d) end
-    -- the slot was in `ready`: move it on to where it belongs now
-    local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
-    if #head == 0 or inflight >= K.cap then
-      redis.call('ZREM', K.ready, slot)
-    elseif d > 0 then
-      redis.call('ZREM', K.ready, slot)
-      redis.call('ZADD', K.delayed, now + d, slot)
-      redis.call('HINCRBY', K.stats, 'politeness/delayed', 1)
-    else
-      redis.call('ZADD', K.ready, head[2], slot)
-    end
+-- 1. push: one SMISMEMBER for the batch; `seen` also catches repeats within the batch
+if P > 0 then
+  local fps = {}
+  for g = 0, P - 1 do
+    local fp = ARGV[base + 4 * g]
+    if fp ~= '' then fps[#fps + 1] = fp end
   end
-end
-local out = {}
-local taken = #ids
-if taken > 0 then
-  call_many('HSET', KEYS[7], leases)
-  for i = 1, taken, 4000 do
-    local chunk_end = math.min(i + 3999, taken)
-    local payloads = redis.call('HMGET', K.payload, unpack(ids, i, chunk_end))
+  local seen, new_fps = {}, {}
+  for i = 1, #fps, 4000 do
+    local chunk_end = math.min(i + 3999, #fps)
+    local flags = redis.call('SMISMEMBER', KEYS[8], unpack(fps, i, chunk_end))
     for j = i, chunk_end do
-      out[#out + 1] = ids[j]
-      out[#out + 1] = payloads[j - i + 1]
+      if flags[j - i + 1] == 1 then seen[fps[j]] = true end
     end
   end
-  redis.call('HINCRBY', K.stats, 'pending', -taken)
-  redis.call('HINCRBY', K.stats, 'leased', taken)
-  redis.call('HINCRBY', K.stats, 'popped', taken)
+  local accepted = {}
+  for g = 0, P - 1 do
+    local i = base + 4 * g
+    local fp = ARGV[i]
+    if fp ~= '' and seen[fp] then
+      pushed[#pushed + 1] = 0
+    else
+      if fp ~= '' then
+        seen[fp] = true
+        new_fps[#new_fps + 1] = fp
+      end
+      accepted[#accepted + 1] = i
+      pushed[#pushed + 1] = 1
+    end
+  end
+  local added = #accepted
+  if #new_fps > 0 then call_many('SADD', KEYS[8], new_fps) end
+  if added > 0 then
+    local first = read_seq(KEYS[7])
+    redis.call('SET', KEYS[7], first + added)
+    local payloads, by_slot, best = {}, {}, {}
+    for k, i in ipairs(accepted) do
+      local id = first + k
+      local slot, prio = ARGV[i + 1], tonumber(ARGV[i + 2])
+      local score = -prio * 1099511627776 + id
+      payloads[#payloads + 1] = id
+      payloads[#payloads + 1] = ARGV[i + 3]
+      local members = by_slot[slot]
+      if not members then
+        members = {}
+        by_slot[slot] = members
+      end
+      members[#members + 1] = string.format('%.17g', score)
+      members[#members + 1] = id
+      if not best[slot] or score < best[slot] then best[slot] = score end
+    end
+    call_many('HSET', K.payload, payloads)
+    for slot, members in pairs(by_slot) do
+      call_many('ZADD', K.qprefix .. slot, members)
+      -- a better head lowers the slot's score in `ready`; otherwise place the slot
+      local current = redis.call('ZSCORE', K.ready, slot)
+      if not current then
+        schedule_slot(slot, now)
+      elseif best[slot] < tonumber(current) then
+        redis.call('ZADD', K.ready, string.format('%.17g', best[slot]), slot)
+      end
+    end
+    incr(K.stats, 'pending', added)
+    incr(K.stats, 'enqueued', added)
+  end
+  if added < P then incr(K.stats, 'duplicate', P - added) end
 end
-local due = -1
-local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
-if #first > 0 then due = math.max(0, tonumber(first[2]) - now) end
-return {out, due}
-"""
 
-# Acknowledge leased ids: their requests are done (or invalid), forget them.
-# KEYS[7] lease:<worker>   ARGV[3] stats field to count them under ("acked"/"invalid")
-# ARGV[4..] ids.  Returns how many were still leased (acks are idempotent).
-ACK = PRELUDE + r"""
-local now = now_ms()
-local ids = {}
-for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
-local found, per_slot = {}, {}
-for i = 1, #ids, 4000 do
-  local chunk_end = math.min(i + 3999, #ids)
-  local entries = redis.call('HMGET', KEYS[7], unpack(ids, i, chunk_end))
-  for j = i, chunk_end do
-    local entry = entries[j - i + 1]
-    if entry then
-      found[#found + 1] = ids[j]
-      local slot = string.sub(entry, string.find(entry, ' ', 1, true) + 1)
-      per_slot[slot] = (per_slot[slot] or 0) + 1
+-- 2. acknowledge: the requests are done (acked) or undecodable (invalid); forget them
+for part = 1, 2 do
+  local from, count, field = base + 4 * P, A, 'acked'
+  if part == 2 then from, count, field = base + 4 * P + A, I, 'invalid' end
+  if count > 0 then
+    local ids = {}
+    for i = from, from + count - 1 do ids[#ids + 1] = ARGV[i] end
+    local found, per_slot, junk = {}, {}, 0
+    for i = 1, #ids, 4000 do
+      local chunk_end = math.min(i + 3999, #ids)
+      local entries = redis.call('HMGET', KEYS[9], unpack(ids, i, chunk_end))
+      for j = i, chunk_end do
+        local entry = entries[j - i + 1]
+        if entry then
+          found[#found + 1] = ids[j]
+          local _, slot = parse_lease(entry)
+          if slot then per_slot[slot] = (per_slot[slot] or 0) + 1 else junk = junk + 1 end
+        end
+      end
+    end
+    local done = #found
+    if done > 0 then
+      call_many('HDEL', KEYS[9], found)
+      call_many('HDEL', K.payload, found)
+      for slot, c in pairs(per_slot) do
+        release_slot(slot, c)
+        schedule_slot(slot, now)  -- below its cap again, maybe
+      end
+      -- the worker acks only ids it leased: each is a real lease, even if its entry
+      -- was overwritten with junk (its slot's in-flight count is recounted at the end)
+      incr(K.stats, 'leased', -done)
+      incr(K.stats, field, done)
+      if junk > 0 then incr(K.stats, 'corrupt', junk) end
     end
   end
 end
-local done = #found
-if done > 0 then
-  call_many('HDEL', KEYS[7], found)
-  call_many('HDEL', K.payload, found)
-  for slot, count in pairs(per_slot) do
-    if redis.call('HINCRBY', K.inflight, slot, -count) <= 0 then
-      redis.call('HDEL', K.inflight, slot)
-    end
-    schedule_slot(slot, now)  -- below its cap again, maybe
+
+-- 3. lease up to n requests: the best-scored head among ready slots, one at a time,
+-- honouring each slot's delay and in-flight cap; also the worker's heartbeat
+local out, lost, junk = {}, {}, {}
+local due = -1
+if n > 0 then
+  local delay, worker = tonumber(ARGV[8]), ARGV[9]
+  redis.call('ZADD', KEYS[10], now, worker)
+  for _, slot in ipairs(redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, 256)) do
+    redis.call('ZREM', K.delayed, slot)
+    schedule_slot(slot, now)
   end
-  redis.call('HINCRBY', K.stats, 'leased', -done)
-  redis.call('HINCRBY', K.stats, ARGV[3], done)
+  local seq = read_seq(KEYS[7])
+  local overrides = redis.call('EXISTS', KEYS[11]) == 1
+  local leases, taken, budget = {}, 0, n + 1000  -- bounded, however much junk is queued
+  while taken < n and budget > 0 do
+    budget = budget - 1
+    local top = redis.call('ZRANGE', K.ready, 0, 0)
+    if #top == 0 then break end
+    local slot = top[1]
+    local q = K.qprefix .. slot
+    local popped = redis.call('ZPOPMIN', q)
+    if #popped == 0 then
+      redis.call('ZREM', K.ready, slot)
+    else
+      local id = popped[1]
+      local valid = check_id(id, seq)
+      if valid ~= 'ok' then
+        -- junk was never counted as pending; a lost id was
+        if valid == 'junk' then
+          incr(K.stats, 'invalid', 1)
+          redis.call('HDEL', K.payload, id)  -- a forged payload beside it goes too
+          junk[#junk + 1] = id
+        else
+          incr(K.stats, 'pending', -1)
+          incr(K.stats, 'lost', 1)
+          lost[#lost + 1] = id
+        end
+        rescore_ready(slot)
+      else
+        taken = taken + 1
+        out[#out + 1] = id
+        out[#out + 1] = redis.call('HGET', K.payload, id)
+        leases[#leases + 1] = id
+        leases[#leases + 1] = popped[2] .. ' ' .. slot
+        local inflight = incr(K.inflight, slot, 1)
+        local d = delay
+        if overrides then d = num(redis.call('HGET', KEYS[11], slot), delay) end
+        if d > 0 then redis.call('HSET', K.nextok, slot, now + d) end
+        -- the slot was in `ready`: move it on to where it belongs now
+        local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+        if #head == 0 or inflight >= K.cap then
+          redis.call('ZREM', K.ready, slot)
+        elseif d > 0 then
+          redis.call('ZREM', K.ready, slot)
+          redis.call('ZADD', K.delayed, now + d, slot)
+          incr(K.stats, 'politeness/delayed', 1)
+        else
+          redis.call('ZADD', K.ready, head[2], slot)
+        end
+      end
+    end
+  end
+  if taken > 0 then
+    call_many('HSET', KEYS[9], leases)
+    incr(K.stats, 'pending', -taken)
+    incr(K.stats, 'leased', taken)
+    incr(K.stats, 'popped', taken)
+  end
+  local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  if #first > 0 then due = math.max(0, tonumber(first[2]) - now) end
 end
-return done
+return {'ok', pushed, out, due, lost, junk}
 """
 
 # Hand leased ids back to the queue (graceful stop); with no ids, all of the worker's.
-# KEYS[7] lease:<worker>   ARGV[3..] ids.   Returns how many went back.
+# KEYS[7] lease:<worker>  KEYS[8] seq   ARGV[3..] ids.   Returns how many went back.
 REQUEUE = PRELUDE + r"""
+check_gauges()
 local now = now_ms()
+local seq = read_seq(KEYS[8])
 local ids = {}
 if #ARGV >= 3 then
   for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
@@ -269,56 +408,147 @@ else
   ids = redis.call('HKEYS', KEYS[7])
 end
 local n = 0
-for _, id in ipairs(ids) do n = n + requeue(KEYS[7], id, now) end
-if n > 0 then redis.call('HINCRBY', K.stats, 'requeued', n) end
+for _, id in ipairs(ids) do n = n + requeue(KEYS[7], id, now, seq) end
+if n > 0 then incr(K.stats, 'requeued', n) end
+return n
+"""
+
+# A worker leaves: all its leases back to the queue, and it is no longer a worker. One
+# script, no MULTI: Redis 6.2 refuses every command of a MULTI when out of memory, and a
+# worker that deregistered without handing back its leases would orphan them.
+# KEYS[7] lease:<worker>  KEYS[8] seq  KEYS[9] workers  KEYS[10] seeding  ARGV[3] worker id
+# Returns how many went back.
+LEAVE = PRELUDE + r"""
+check_gauges()
+local now = now_ms()
+local seq = read_seq(KEYS[8])
+local n = 0
+for _, id in ipairs(redis.call('HKEYS', KEYS[7])) do n = n + requeue(KEYS[7], id, now, seq) end
+if n > 0 then incr(K.stats, 'requeued', n) end
+redis.call('ZREM', KEYS[9], ARGV[3])
+redis.call('SREM', KEYS[10], ARGV[3])
 return n
 """
 
 # Give the leases of dead workers (no heartbeat for ARGV[4] ms) back to the queue.
-# KEYS[7] workers  KEYS[8] seeding   ARGV[3] lease key prefix  ARGV[4] lease timeout ms
-# Returns a flat list: dead worker, number of its requests reclaimed, ...
+# A `workers` entry with a heartbeat in the future (not written by HEARTBEAT: junk) is
+# dropped, so it cannot pass for a live worker forever.
+# KEYS[7] workers  KEYS[8] seeding  KEYS[9] seq   ARGV[3] lease key prefix
+# ARGV[4] lease timeout ms.   Returns a flat list: dead worker, its requests reclaimed, ...
 RECLAIM = PRELUDE + r"""
+check_gauges()
 local now = now_ms()
+local timeout = tonumber(ARGV[4])
+local seq = read_seq(KEYS[9])
 local out = {}
-for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now - tonumber(ARGV[4]))) do
+local future = redis.call('ZRANGEBYSCORE', KEYS[7], '(' .. (now + timeout), '+inf')
+if #future > 0 then
+  call_many('ZREM', KEYS[7], future)
+  incr(K.stats, 'corrupt', #future)
+end
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now - timeout)) do
   local lease_key = ARGV[3] .. w
   local n = 0
-  for _, id in ipairs(redis.call('HKEYS', lease_key)) do n = n + requeue(lease_key, id, now) end
+  for _, id in ipairs(redis.call('HKEYS', lease_key)) do n = n + requeue(lease_key, id, now, seq) end
   redis.call('DEL', lease_key)
   redis.call('ZREM', KEYS[7], w)
   redis.call('SREM', KEYS[8], w)
-  if n > 0 then redis.call('HINCRBY', K.stats, 'reclaimed', n) end
+  if n > 0 then incr(K.stats, 'reclaimed', n) end
   out[#out + 1] = w
   out[#out + 1] = n
 end
 return out
 """
 
-# Is the crawl finished? Nothing pending, nothing leased, no live worker still seeding,
-# and the start requests were fed at least once. Marks the crawl done when it is.
+# Is the crawl finished? Decided on the queues themselves, not only on the gauges: no
+# slot ready or delayed, nothing in flight (recounted from the live workers' leases when
+# nothing is ready, so a count left behind by junk cannot hold the crawl open), no live
+# worker still seeding, and the start requests fed at least once. Gauges that disagree
+# with empty queues are either junk (below 0: reset) or lost work (above 0: "lost").
 # KEYS[7] workers  KEYS[8] seeding  KEYS[9] state
 # ARGV[3] lease timeout ms  ARGV[4] this worker  ARGV[5] "1" = never finish (keep-alive)
-# Returns {finished 0/1, pending, leased, live workers, live seeders}.
+# ARGV[6] crawl id  ARGV[7] lease key prefix
+# Returns {status, pending, leased, live workers, live seeders, detail} where status is
+# "done", "running", "failed" (detail: the error), or "lost" (detail: what is missing).
 CHECK_FINISHED = PRELUDE + r"""
+local state_id = redis.call('HGET', KEYS[9], 'id')
+if state_id ~= ARGV[6] then
+  return {'lost', 0, 0, 0, 0, state_id and 'replaced by another crawl' or 'the crawl state is gone'}
+end
+check_gauges()
 local now = now_ms()
 local stale = now - tonumber(ARGV[3])
-local pending = tonumber(redis.call('HGET', K.stats, 'pending') or '0')
-local leased = tonumber(redis.call('HGET', K.stats, 'leased') or '0')
 local live = redis.call('ZCOUNT', KEYS[7], stale, '+inf')
 local seeders = 0
 for _, w in ipairs(redis.call('SMEMBERS', KEYS[8])) do
   local beat = redis.call('ZSCORE', KEYS[7], w)
   if w ~= ARGV[4] and beat and tonumber(beat) >= stale then seeders = seeders + 1 end
 end
-if redis.call('HGET', KEYS[9], 'status') == 'done' then
-  return {1, pending, leased, live, seeders}
+local g = redis.call('HMGET', K.stats, 'pending', 'leased')
+local pending, leased = num(g[1], 0), num(g[2], 0)
+local status = redis.call('HGET', KEYS[9], 'status')
+if status == 'done' then return {'done', pending, leased, live, seeders, ''} end
+if status == 'failed' then
+  return {'failed', pending, leased, live, seeders, redis.call('HGET', KEYS[9], 'error') or ''}
 end
-if pending == 0 and leased == 0 and seeders == 0 and ARGV[5] ~= '1'
-    and redis.call('HGET', KEYS[9], 'seeded') == '1' then
+if redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0 then
+  return {'running', pending, leased, live, seeders, ''}
+end
+-- nothing ready: recount what is in flight from the leases of the workers on record
+if redis.call('EXISTS', K.inflight) == 1 then
+  local counts, total = {}, 0
+  for _, w in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
+    for _, entry in ipairs(redis.call('HVALS', ARGV[7] .. w)) do
+      local _, slot = parse_lease(entry)
+      if slot then
+        counts[slot] = (counts[slot] or 0) + 1
+        total = total + 1
+      end
+    end
+  end
+  local flat = redis.call('HGETALL', K.inflight)
+  for i = 1, #flat, 2 do
+    local slot = flat[i]
+    if num(flat[i + 1], -1) ~= (counts[slot] or 0) then
+      incr(K.stats, 'corrupt', 1)
+      if counts[slot] then redis.call('HSET', K.inflight, slot, counts[slot])
+      else redis.call('HDEL', K.inflight, slot) end
+      schedule_slot(slot, now)  -- its queue may have been held back by the bad count
+    end
+  end
+  if total > 0 or redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0 then
+    return {'running', pending, leased, live, seeders, ''}
+  end
+end
+-- nothing ready or in flight; a queue outside `ready`/`delayed` would be a bug or junk:
+-- look for one before calling queued work lost (rare: only when the gauges disagree)
+if pending > 0 then
+  local cursor = '0'
+  repeat
+    local page = redis.call('SCAN', cursor, 'MATCH', K.qprefix .. '*', 'COUNT', 1000)
+    cursor = page[1]
+    for _, key in ipairs(page[2]) do
+      schedule_slot(string.sub(key, #K.qprefix + 1), now)
+    end
+  until cursor == '0'
+  if redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0 then
+    incr(K.stats, 'corrupt', 1)
+    return {'running', pending, leased, live, seeders, ''}
+  end
+end
+if pending > 0 or leased > 0 then
+  return {'lost', pending, leased, live, seeders,
+          string.format('%d queued and %d leased requests are missing from Redis', pending, leased)}
+end
+if pending < 0 or leased < 0 then
+  redis.call('HSET', K.stats, 'pending', 0, 'leased', 0)
+  incr(K.stats, 'corrupt', 1)
+end
+if seeders == 0 and ARGV[5] ~= '1' and redis.call('HGET', KEYS[9], 'seeded') == '1' then
   redis.call('HSET', KEYS[9], 'status', 'done', 'finished_at', now)
-  return {1, pending, leased, live, seeders}
+  return {'done', 0, 0, live, seeders, ''}
 end
-return {0, pending, leased, live, seeders}
+return {'running', 0, 0, live, seeders, ''}
 """
 
 # Record a heartbeat at server time.  KEYS[1] workers  ARGV[1] worker id

@@ -1,7 +1,9 @@
 """Feeding ``Spider.start()`` into the shared frontier, and telling other workers so.
 
 While a worker feeds start requests, no other worker may decide the crawl is finished,
-even if the queue is momentarily empty (the list may still be downloading). With
+even if the queue is momentarily empty (the list may still be downloading). If start()
+raises, the crawl is marked failed for every worker (a crawl that ends "finished" with
+part of its start requests never fed would be a false success). With
 ``FLEET_SEED`` off (``scrapy fleet`` workers after the first), start() is not run at all:
 the worker only takes requests from the frontier.
 """
@@ -63,8 +65,14 @@ class FleetStartMiddleware:
                 # start request would cost an engine loop and a Redis round trip
                 scheduler.feed(item_or_request)
             complete = True
-        except Exception:
-            complete = True  # start() failed; what it fed is all there will be
+        except Exception as exc:
+            # start() failed (e.g. the list could not be read): finishing with what was
+            # fed would be a false success. The crawl is marked failed, every worker stops
+            # with this message and a non-zero exit; the next run retries start().
+            scheduler.fail_crawl(
+                f"start() of spider {self.crawler.spider.name!r} failed: "
+                f"{exc.__class__.__name__}: {exc}"
+            )
             raise
         finally:
             scheduler.end_seeding(complete=complete)

@@ -76,6 +76,10 @@ def failure_reason(failure: Failure) -> str:
     return "tls" if "SSL" in name or "TLS" in name else name
 
 
+class ListUnavailable(RuntimeError):
+    """The top-sites list cannot be read or downloaded: the crawl fails (non-zero exit)."""
+
+
 def _scrapy_error(name: str) -> type[BaseException] | tuple[()]:
     """Scrapy 2.14+ wraps download errors in its own classes; older ones raise Twisted's."""
     return getattr(scrapy_errors, name, ())
@@ -135,8 +139,9 @@ class AlexaSpider(scrapy.Spider):
 
     async def start(self) -> AsyncIterator[scrapy.Request]:
         path = await self.list_path()
-        if path is None:
-            return
+        if not path.is_file():
+            self.crawler.stats.inc_value("alexa/list_errors")
+            raise ListUnavailable(f"cannot read the list {path}: no such file")
         queued = 0
         # On the fleet frontier, start requests go straight to Redis (the shared queue is
         # the place for the list); only a plain Scrapy scheduler needs the pacing below.
@@ -156,7 +161,7 @@ class AlexaSpider(scrapy.Spider):
                 break
         logger.info("Queued %d sites from %s (%d rows skipped)", queued, path, self.rows_skipped)
 
-    async def list_path(self) -> Path | None:
+    async def list_path(self) -> Path:
         """The local list file, downloading a URL into the data directory the first time."""
         if not is_remote(self.list_location):
             return Path(self.list_location)
@@ -169,13 +174,12 @@ class AlexaSpider(scrapy.Spider):
         try:
             response = await self.crawler.engine.download_async(request)
         except Exception as exc:  # noqa: BLE001 - any download failure ends the crawl with a message
-            logger.error("Cannot download the list %s: %s", self.list_location, exc)
             self.crawler.stats.inc_value("alexa/list_errors")
-            return None
+            raise ListUnavailable(f"cannot download the list {self.list_location}: {exc}") from exc
         if response.status != 200:
-            logger.error("Cannot download the list %s: HTTP %d", self.list_location, response.status)
             self.crawler.stats.inc_value("alexa/list_errors")
-            return None
+            raise ListUnavailable(
+                f"cannot download the list {self.list_location}: HTTP {response.status}")
         return store_download(response.body, target)
 
     def skip_row(self, row: SkippedRow) -> None:
