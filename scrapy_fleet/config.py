@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -12,6 +16,21 @@ if TYPE_CHECKING:
 
 class ConfigError(ValueError):
     """A FLEET_* setting has a value we cannot use; the message names the setting."""
+
+
+REDIS_MAX_BULK = 512 * 1024 * 1024  # Redis's proto-max-bulk-len: the largest value it accepts
+# The default cap on one encoded request. Well below REDIS_MAX_BULK, and small enough that
+# a whole buffered push batch (the scheduler flushes at 64 entries) stays under Redis's
+# 1 GB client query buffer; real requests are a few KB.
+DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*$")
+
+# `scrapy fleet` hands its workers the -s settings that hold a secret (REDIS_URL, anything
+# named like a password or holding a URL with one) in this variable, as a JSON object,
+# instead of on their command lines, which every local user can read in `ps`. The add-on
+# applies them with the priority of -s.
+SECRET_SETTINGS_ENV = "FLEET_SECRET_SETTINGS"
+_SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|CREDENTIAL|API_?KEY|PRIVATE_KEY", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -28,6 +47,10 @@ class FleetConfig:
     redis_retry_timeout: float = 10.0
     download_delay: float = 0.0
     concurrency_per_slot: int = 8
+    # what a request read back from Redis may be (scrapy_fleet/frontier/codec.py)
+    allowed_schemes: frozenset[str] = frozenset({"http", "https"})
+    trusted_meta: frozenset[str] = frozenset()
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 
     @property
     def heartbeat_interval(self) -> float:
@@ -52,6 +75,9 @@ class FleetConfig:
             ),
             download_delay=settings.getfloat("DOWNLOAD_DELAY", 0.0),
             concurrency_per_slot=settings.getint("CONCURRENT_REQUESTS_PER_DOMAIN", 8),
+            allowed_schemes=_schemes(settings),
+            trusted_meta=_trusted_meta(settings),
+            max_request_bytes=_max_request_bytes(settings),
         )
         if not config.key_prefix or "{" in config.key_prefix or "}" in config.key_prefix:
             raise ConfigError(
@@ -60,6 +86,89 @@ class FleetConfig:
         if config.concurrency_per_slot < 1:
             raise ConfigError("CONCURRENT_REQUESTS_PER_DOMAIN must be at least 1")
         return config
+
+
+def is_secret_setting(name: str, value: object) -> bool:
+    """REDIS_URL, a setting named like a password or key, or a value that is a URL with a
+    password: what must stay off command lines."""
+    return name == "REDIS_URL" or bool(_SECRET_NAME.search(name)) or _url_password(value)
+
+
+def _url_password(value: object) -> bool:
+    if not isinstance(value, str) or "://" not in value:
+        return False
+    try:
+        return bool(urlsplit(value).password)
+    except ValueError:
+        return False
+
+
+def split_secret_settings(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """``-s NAME=VALUE`` arguments: those that may go on a command line, and the secret ones."""
+    public: list[str] = []
+    secret: dict[str, str] = {}
+    for arg in args:
+        name, _, value = arg.partition("=")
+        if is_secret_setting(name.strip(), value):
+            secret[name.strip()] = value
+        else:
+            public.append(arg)
+    return public, secret
+
+
+def worker_environment(setting_args: list[str]) -> dict[str, str]:
+    """The environment of a `scrapy fleet` worker: ours, plus its secret -s settings."""
+    env = dict(os.environ)
+    env.pop(SECRET_SETTINGS_ENV, None)
+    _, secret = split_secret_settings(setting_args)
+    if secret:
+        env[SECRET_SETTINGS_ENV] = json.dumps(secret)
+    return env
+
+
+def secret_settings(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The secret settings `scrapy fleet` passed to this worker (SECRET_SETTINGS_ENV)."""
+    raw = environ.get(SECRET_SETTINGS_ENV)
+    if not raw:
+        return {}
+    try:
+        values = json.loads(raw)
+    except ValueError:
+        values = None
+    if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
+        raise ConfigError(f"{SECRET_SETTINGS_ENV} must be a JSON object of setting names to strings")
+    return values
+
+
+def _schemes(settings: BaseSettings) -> frozenset[str]:
+    raw = settings.getlist("FLEET_ALLOWED_SCHEMES", ["http", "https"])
+    schemes = frozenset(str(s).strip().lower().rstrip(":") for s in raw)
+    bad = sorted(s for s in schemes if not _SCHEME.match(s))
+    if not schemes or bad:
+        raise ConfigError(f"FLEET_ALLOWED_SCHEMES must list URL schemes such as http,https; got {raw!r}")
+    return schemes
+
+
+def _trusted_meta(settings: BaseSettings) -> frozenset[str]:
+    from scrapy_fleet.frontier.codec import GUARDED_META  # the codec owns the list
+
+    keys = frozenset(str(k).strip() for k in settings.getlist("FLEET_TRUSTED_META", []))
+    unknown = sorted(keys - set(GUARDED_META))
+    if unknown:
+        raise ConfigError(
+            f"FLEET_TRUSTED_META lists {', '.join(unknown)}, which the fleet never holds back; "
+            f"it takes only: {', '.join(GUARDED_META)}"
+        )
+    return keys
+
+
+def _max_request_bytes(settings: BaseSettings) -> int:
+    value = number_setting(settings, "FLEET_MAX_REQUEST_BYTES", DEFAULT_MAX_REQUEST_BYTES,
+                           minimum=0.0, strict=True)
+    if value >= REDIS_MAX_BULK:
+        raise ConfigError(f"FLEET_MAX_REQUEST_BYTES must be below Redis's limit of "
+                          f"{REDIS_MAX_BULK} bytes (512 MB), got {value:.0f}")
+    return int(value)
 
 
 def _positive(settings: BaseSettings, name: str, default: float) -> float:

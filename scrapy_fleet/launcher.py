@@ -32,7 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from scrapy_fleet.config import FleetConfig
+from scrapy_fleet.config import FleetConfig, split_secret_settings, worker_environment
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.errors import EXIT_FATAL, EXIT_REDIS_UNAVAILABLE
 from scrapy_fleet.frontier.queue import FrontierFault, RedisFrontier
@@ -233,7 +233,8 @@ class Launcher:
         cmd = [self.python, "-m", "scrapy", "crawl", self.options.spider]
         for arg in self.options.spider_args:
             cmd += ["-a", arg]
-        for arg in self.options.setting_args:
+        public, _ = split_secret_settings(self.options.setting_args)  # the rest: environment
+        for arg in public:
             cmd += ["-s", arg]
         # last, so they win over the user's -s: the launcher alone seeds and wipes
         cmd += ["-s", f"FLEET_SEED={1 if worker.seed else 0}", "-s", "FLEET_FRESH=0"]
@@ -243,8 +244,9 @@ class Launcher:
         directory = self.log_dir()
         directory.mkdir(parents=True, exist_ok=True)
         worker.log_path = directory / f"{os.getpid()}-worker-{worker.slot}.log"  # per launcher
-        mode = "ab" if worker.restarts else "wb"
-        with open(worker.log_path, mode) as log:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if worker.restarts else os.O_TRUNC)
+        # 0600: a worker's log is its own user's business (URLs, errors, settings)
+        with open(os.open(worker.log_path, flags, 0o600), "wb") as log:
             stamp = datetime.now().isoformat(timespec="seconds")
             log.write(f"--- scrapy fleet: worker {worker.slot} started {stamp} "
                       f"(seed={int(worker.seed)}) ---\n".encode())
@@ -254,6 +256,8 @@ class Launcher:
             worker.proc = subprocess.Popen(
                 self.command(worker), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
+                # the secret -s settings go by environment, not on the command line
+                env=worker_environment(self.options.setting_args),
             )
         worker.exit_code = None
         worker.reason = None

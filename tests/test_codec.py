@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import pickle
 import re
+import subprocess
 
 import msgpack
 import pytest
 from scrapy import FormRequest, Request, Spider
 from scrapy.http import JsonRequest
 
+from linked_site import LinkedSite
+from processes import WAIT
 from scrapy_fleet.frontier import codec
+from scrapy_fleet.redis_server import connect
 
 
 class DemoSpider(Spider):
@@ -106,7 +110,6 @@ def _forged(**fields) -> bytes:
         pickle.dumps({"url": "http://example.com/"}),
         codec.MAGIC + b"\xc1\xc1",  # msgpack's never-used byte
         codec.MAGIC + msgpack.packb(["http://example.com/"]),
-        _forged(callback="_private"),
         _forged(callback="__init__"),
         _forged(callback="no_such_method"),
         _forged(errback="crawler"),  # an attribute, not a method
@@ -130,3 +133,293 @@ def test_rejecting_a_class_path_imports_nothing(spider):
     with pytest.raises(codec.InvalidEntry):
         codec.decode(_forged(_class="antigravity.Request"), spider)
     assert "antigravity" not in sys.modules
+
+
+# --- what a request read back from Redis may make a worker do ---------------------------
+
+
+class Mixin:
+    def parse_from_mixin(self, response):
+        pass
+
+
+class UserSpider(Mixin, Spider):
+    name = "user"
+
+    def parse(self, response):
+        pass
+
+    def closed(self, reason):  # Scrapy calls it when the crawl ends: never a callback
+        pass
+
+    def _private_callback(self, response):  # a user's own method, as in plain Scrapy
+        pass
+
+    @classmethod
+    def make(cls, response):
+        pass
+
+    @staticmethod
+    def helper(response):
+        pass
+
+
+@pytest.fixture
+def user_spider() -> UserSpider:
+    return UserSpider()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["update_settings", "start", "start_requests", "close", "closed", "from_crawler",
+     "handles_request", "log", "_set_crawler", "_parse", "__init__", "__class__", "__reduce__",
+     "make", "helper", "name", "custom_settings", "logger", "crawler", "settings"],
+)
+def test_only_methods_the_spiders_own_classes_define_are_callbacks(user_spider, name):
+    for field in ("callback", "errback"):
+        with pytest.raises(codec.InvalidEntry, match=re.escape(repr(name))):
+            codec.decode(_forged(**{field: name}), user_spider)
+
+
+@pytest.mark.parametrize("name", ["parse", "parse_from_mixin", "_private_callback"])
+def test_methods_of_the_users_classes_and_mixins_are_callbacks(user_spider, name):
+    request = codec.decode(_forged(callback=name, errback=name), user_spider)
+    assert request.callback == getattr(user_spider, name)
+    again = codec.decode(codec.encode(request, user_spider), user_spider)
+    assert again.callback == getattr(user_spider, name)
+
+
+def test_an_inherited_parse_is_not_a_callback(spider):
+    # DemoSpider does not define parse: only scrapy.Spider's placeholder would answer
+    with pytest.raises(codec.InvalidEntry, match="'parse'"):
+        codec.decode(_forged(callback="parse"), spider)
+
+
+def test_an_instance_attribute_never_shadows_a_method(user_spider):
+    user_spider.parse = print
+    with pytest.raises(codec.InvalidEntry):
+        codec.decode(_forged(callback="parse"), user_spider)
+
+
+def test_a_spiders_own_request_with_a_refused_callback_fails_at_enqueue(user_spider):
+    with pytest.raises(codec.UnserializableRequest, match="'closed' is a method Scrapy itself calls"):
+        codec.encode(Request("http://example.com/", callback=user_spider.closed), user_spider)
+
+
+def test_crawlspider_links_round_trip():
+    from scrapy.linkextractors import LinkExtractor
+    from scrapy.spiders import CrawlSpider, Rule
+
+    class Rules(CrawlSpider):
+        name = "rules"
+        rules = (Rule(LinkExtractor(), callback="parse_page", errback="on_error", follow=True),)
+
+        def parse_page(self, response):
+            pass
+
+        def on_error(self, failure):
+            pass
+
+    spider = Rules()
+    from scrapy.link import Link
+
+    request = spider._build_request(0, Link("http://example.com/a", text="a"))
+    again = codec.decode(codec.encode(request, spider), spider)
+    assert again.callback == spider._callback and again.errback == spider._errback
+    assert again.meta == {"rule": 0, "link_text": "a"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["file:///etc/passwd", "FILE:///etc/passwd", " file:///etc/passwd", "\tfile:/etc/passwd",
+     "data:,hello", "ftp://example.com/x",
+     "s3://bucket/key", "about:blank", "javascript:alert(1)", "/relative"],
+)
+def test_only_http_and_https_urls_are_read_back_by_default(spider, url):
+    with pytest.raises(codec.InvalidEntry):
+        codec.decode(_forged(url=url), spider)
+
+
+def test_allowed_schemes_widen_both_ends(spider):
+    from scrapy_fleet.config import FleetConfig
+
+    request = Request("file:///etc/hostname")
+    with pytest.raises(codec.UnserializableRequest, match="'file' is not in FLEET_ALLOWED_SCHEMES"):
+        codec.encode(request, spider)
+    wider = FleetConfig(allowed_schemes=frozenset({"http", "https", "file"}))
+    again = codec.decode(codec.encode(request, spider, wider), spider, wider)
+    assert again.url == "file:///etc/hostname"
+    assert codec.decode(_forged(url="https://example.com/"), spider).url == "https://example.com/"
+
+
+@pytest.mark.parametrize(
+    "key", ["proxy", "_auth_proxy", "_scheme_proxy", "bindaddress", "allow_offsite",
+            "ftp_local_filename", "is_secure"],
+)
+def test_guarded_meta_keys_are_refused_from_redis_unless_trusted(spider, key):
+    from scrapy_fleet.config import FleetConfig
+
+    blob = _forged(meta={key: "http://attacker.example:3128"})
+    with pytest.raises(codec.InvalidEntry, match=re.escape(repr(key))):
+        codec.decode(blob, spider)
+    guard = "proxy" if key.startswith("_") else key
+    trusted = FleetConfig(trusted_meta=frozenset({guard}))
+    assert codec.decode(blob, spider, trusted).meta == {key: "http://attacker.example:3128"}
+
+
+def test_a_spiders_own_proxy_fails_at_enqueue_naming_the_setting(spider):
+    from scrapy_fleet.config import FleetConfig
+
+    request = Request("http://example.com/", meta={"proxy": "http://proxy.local:3128"})
+    with pytest.raises(codec.UnserializableRequest, match="add 'proxy' to FLEET_TRUSTED_META"):
+        codec.encode(request, spider)
+    trusted = FleetConfig(trusted_meta=frozenset({"proxy"}))
+    assert codec.decode(codec.encode(request, spider, trusted), spider, trusted).meta["proxy"] == (
+        "http://proxy.local:3128")
+
+
+def test_a_proxy_taken_from_the_environment_is_not_stored(spider):
+    # what HttpProxyMiddleware leaves on a request it handled with http_proxy set; a
+    # retry or redirect of it is enqueued again
+    request = Request(
+        "http://example.com/",
+        meta={"proxy": "http://proxy.local:3128", "_scheme_proxy": True,
+              "_auth_proxy": "http://proxy.local:3128", "depth": 1},
+        headers={"Proxy-Authorization": "Basic dXNlcjpwdw==", "X-Kept": "1"},
+    )
+    blob = codec.encode(request, spider)
+    assert b"dXNlcjpwdw" not in blob and b"proxy.local" not in blob
+    again = codec.decode(blob, spider)
+    assert again.meta == {"depth": 1}
+    assert again.headers.get("X-Kept") == b"1" and "Proxy-Authorization" not in again.headers
+    assert request.meta["proxy"] == "http://proxy.local:3128"  # the live request is untouched
+
+
+def test_the_codec_reads_the_crawlers_settings_once():
+    from scrapy.utils.test import get_crawler
+
+    crawler = get_crawler(DemoSpider, {"FLEET_ALLOWED_SCHEMES": "http,https,file",
+                                       "FLEET_TRUSTED_META": ["proxy"]})
+    spider = DemoSpider.from_crawler(crawler)
+    request = Request("file:///tmp/x", meta={"proxy": "http://p:1"})
+    assert codec.decode(codec.encode(request, spider), spider).url == "file:///tmp/x"
+
+
+# --- size -------------------------------------------------------------------------------
+
+
+def test_a_request_above_the_cap_is_too_large_naming_size_and_limit(spider):
+    from scrapy_fleet.config import FleetConfig
+
+    small = FleetConfig(max_request_bytes=1000)
+    request = Request("http://example.com/", meta={"blob": b"x" * 5000})
+    with pytest.raises(codec.RequestTooLarge) as raised:
+        codec.encode(request, spider, small)
+    message = str(raised.value)
+    assert "request too large" in message and "FLEET_MAX_REQUEST_BYTES = 1000" in message
+    assert re.search(r"\b5\d\d\d bytes encoded \(meta 50\d\d bytes", message), message
+    assert isinstance(raised.value, codec.UnserializableRequest)  # fails where it is made
+    blob = codec.encode(request, spider)  # the default takes it
+    with pytest.raises(codec.InvalidEntry, match="FLEET_MAX_REQUEST_BYTES"):
+        codec.decode(blob, spider, small)
+
+
+def test_the_default_cap_is_below_what_redis_takes(redis_client):
+    from scrapy_fleet.config import DEFAULT_MAX_REQUEST_BYTES, FleetConfig
+    from scrapy_fleet.frontier import scheduler
+
+    assert FleetConfig().max_request_bytes == DEFAULT_MAX_REQUEST_BYTES
+    bulk = int(redis_client.config_get("proto-max-bulk-len")["proto-max-bulk-len"])
+    query = int(redis_client.config_get("client-query-buffer-limit")["client-query-buffer-limit"])
+    assert DEFAULT_MAX_REQUEST_BYTES < bulk
+    # a whole buffered push batch goes to Redis in one command
+    assert DEFAULT_MAX_REQUEST_BYTES * getattr(scheduler, "_PUSH_BUFFER_LIMIT", 64) < query
+
+
+# --- end to end: real `scrapy` workers, a real Redis, local sites ------------------------
+
+
+def _run_spider(tmp_path, spider_file: str, settings: dict[str, str], **spider_args: str):
+    from conftest import SCRAPY, TESTS, scrapy_args, scrapy_env
+
+    return subprocess.run(
+        [*SCRAPY, "runspider", str(TESTS / "spiders" / spider_file), *scrapy_args(settings, spider_args)],
+        cwd=tmp_path, env=scrapy_env(), capture_output=True, text=True, timeout=WAIT,
+    )
+
+
+def _stat(text: str, name: str) -> int:
+    found = re.search(rf"'{re.escape(name)}': (\d+)", text)
+    return int(found.group(1)) if found else 0
+
+
+def test_a_crawlspider_crawls_on_the_fleet(tmp_path, fleet_settings):
+    site = LinkedSite(30).start()
+    try:
+        result = _run_spider(tmp_path, "rulespider.py", fleet_settings, start_url=f"{site.url}/page/0")
+    finally:
+        site.stop()
+    log = result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert _stat(log, "fleet/invalid") == 0, log[-3000:]
+    fetches = site.page_fetches()
+    assert set(fetches) == {f"/page/{i}" for i in range(30)} and max(fetches.values()) == 1
+    assert _stat(log, "item_scraped_count") == 29  # every page but the start page, via the rule
+
+
+def test_forged_entries_cannot_read_files_use_a_proxy_or_call_spider_hooks(
+    tmp_path, fleet_settings, redis_url, key_prefix
+):
+    from fleet_helpers import frontier
+
+    site, proxy = LinkedSite(20).start(), LinkedSite(1).start()
+    secret = tmp_path / "secret.txt"
+    secret.write_text("<html><a href='/page/1'>do not read me</a></html>")
+    forged = [
+        _forged(url=secret.as_uri(), callback="parse"),
+        _forged(url=f"{site.url}/page/5", meta={"proxy": proxy.url}),
+        _forged(url=f"{site.url}/page/6", callback="update_settings"),
+        _forged(url=f"{site.url}/page/7", errback="start"),
+    ]
+    watch = frontier(redis_url, key_prefix)
+    watch.open(fresh=False)
+    watch.flush([(b"", "127.0.0.1", 100, blob) for blob in forged])  # ahead of every page
+    watch.leave()
+    try:
+        result = _run_spider(tmp_path, "linkspider.py", fleet_settings, start_url=f"{site.url}/page/0")
+    finally:
+        site.stop()
+        proxy.stop()
+    log = result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert _stat(log, "fleet/invalid") == 4, log[-3000:]
+    for reason in ("URL scheme 'file' is not in FLEET_ALLOWED_SCHEMES",
+                   "meta key 'proxy' is not in FLEET_TRUSTED_META",
+                   "callback 'update_settings' is a method Scrapy itself calls",
+                   "callback 'start' is a method Scrapy itself calls"):
+        assert reason in log, reason
+    assert sum(proxy.fetches.values()) == 0, "a request went through the forged proxy"
+    assert _stat(log, "response_received_count") == 20  # the site's pages, no file
+    assert set(site.page_fetches()) == {f"/page/{i}" for i in range(20)}
+
+
+def test_a_request_too_large_fails_where_it_is_made_not_as_redis_unreachable(tmp_path, own_redis, key_prefix):
+    # Redis with its smallest bulk limit (1 MB) stands in for the real 512 MB one
+    client = connect(own_redis.url)
+    client.config_set("proto-max-bulk-len", 1024 * 1024)
+    client.close()
+    site = LinkedSite(10).start()
+    settings = {"REDIS_URL": own_redis.url, "FLEET_KEY_PREFIX": key_prefix,
+                "FLEET_REDIS_RETRY_TIMEOUT": "2", "FLEET_MAX_REQUEST_BYTES": "500000"}
+    try:
+        result = _run_spider(tmp_path, "bigmetaspider.py", settings,
+                             start_url=f"{site.url}/page/0", meta_bytes=str(2 * 1024 * 1024))
+    finally:
+        site.stop()
+    log = result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "unreachable" not in log
+    assert re.search(r"request too large, 2097\d\d\d bytes encoded \(meta 2097\d\d\d bytes.*"
+                     r"more than FLEET_MAX_REQUEST_BYTES = 500000", log), log[-3000:]
+    # the parent was acknowledged and its other link crawled
+    assert set(site.page_fetches()) == {"/page/0", "/page/2"}

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
-from scrapy.settings import Settings
+import json
+import subprocess
 
+import pytest
+from scrapy.settings import SETTINGS_PRIORITIES, Settings
+
+from conftest import SCRAPY, TESTS, scrapy_env
+from fleet_helpers import make_project
 from scrapy_fleet.config import ConfigError, FleetConfig
 
 
@@ -31,11 +36,80 @@ def test_values_from_the_command_line_are_strings():
     assert config.download_delay == 0.5 and config.concurrency_per_slot == 2
 
 
+def test_what_requests_read_from_redis_may_be():
+    config = FleetConfig.from_settings(Settings())
+    assert config.allowed_schemes == {"http", "https"} and config.trusted_meta == set()
+    assert config.max_request_bytes == 8 * 1024 * 1024
+    settings = Settings({"FLEET_ALLOWED_SCHEMES": "http, https,FILE:", "FLEET_TRUSTED_META": "proxy",
+                         "FLEET_MAX_REQUEST_BYTES": "1000"})
+    config = FleetConfig.from_settings(settings)
+    assert config.allowed_schemes == {"http", "https", "file"}
+    assert config.trusted_meta == {"proxy"} and config.max_request_bytes == 1000
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("FLEET_LEASE_TIMEOUT", "soon"), ("FLEET_LEASE_TIMEOUT", "0"), ("FLEET_BATCH_SIZE", "-1"),
-     ("FLEET_KEY_PREFIX", "a{b}"), ("FLEET_KEY_PREFIX", "")],
+     ("FLEET_KEY_PREFIX", "a{b}"), ("FLEET_KEY_PREFIX", ""),
+     ("FLEET_ALLOWED_SCHEMES", ""), ("FLEET_ALLOWED_SCHEMES", "http,not a scheme"),
+     ("FLEET_TRUSTED_META", "proxy,depth"), ("FLEET_MAX_REQUEST_BYTES", "0"),
+     ("FLEET_MAX_REQUEST_BYTES", str(512 * 1024 * 1024))],
 )
 def test_bad_values_name_the_setting(name, value):
     with pytest.raises(ConfigError, match=name):
         FleetConfig.from_settings(Settings({name: value}))
+
+
+@pytest.mark.parametrize(
+    ("command", "setting", "message"),
+    [
+        (["runspider", str(TESTS / "spiders" / "linkspider.py")], "FLEET_LEASE_TIMEOUT=abc",
+         "FLEET_LEASE_TIMEOUT must be a number, got 'abc'"),
+        (["crawl", "links"], "FLEET_BACKOFF_BASE=-1", "FLEET_BACKOFF_BASE must be at least 0.001"),
+    ],
+)
+def test_a_bad_setting_under_scrapy_crawl_is_one_line_and_a_failure(tmp_path, command, setting, message):
+    project = make_project(tmp_path)
+    result = subprocess.run(
+        [*SCRAPY, *command, "-a", "start_url=http://127.0.0.1:9/", "-s", setting,
+         "-s", f"FLEET_DATA_DIR={tmp_path / '.fleet'}"],
+        cwd=project, env=scrapy_env(), capture_output=True, text=True, timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    name = setting.split("=")[0]
+    named = [line for line in output.splitlines() if name in line]
+    assert len(named) == 1 and named[0].startswith(f"scrapy-fleet: {message}"), output
+    assert "Traceback" not in output and "Engine slot not assigned" not in output, output
+
+
+def test_secret_settings_are_split_from_the_command_line():
+    from scrapy_fleet.config import split_secret_settings
+
+    public, secret = split_secret_settings([
+        "REDIS_URL=unix:///tmp/r.sock", "FLEET_KEY_PREFIX=x", "HTTPAUTH_PASS=pw",
+        "AWS_SECRET_ACCESS_KEY=k", "MY_API_KEY=k2", "FEED_URI=ftp://user:pw@host/f",
+        "LOG_LEVEL=INFO", "FLEET_LEASE_TIMEOUT=3",
+    ])
+    assert public == ["FLEET_KEY_PREFIX=x", "LOG_LEVEL=INFO", "FLEET_LEASE_TIMEOUT=3"]
+    assert secret == {"REDIS_URL": "unix:///tmp/r.sock", "HTTPAUTH_PASS": "pw",
+                      "AWS_SECRET_ACCESS_KEY": "k", "MY_API_KEY": "k2",
+                      "FEED_URI": "ftp://user:pw@host/f"}
+
+
+def test_secret_settings_from_the_environment_win_like_s(monkeypatch):
+    from scrapy_fleet.addon import FleetAddon
+    from scrapy_fleet.config import SECRET_SETTINGS_ENV, worker_environment
+
+    env = worker_environment(["REDIS_URL=redis://:pw@h:1/0", "LOG_LEVEL=INFO"])
+    assert json.loads(env[SECRET_SETTINGS_ENV]) == {"REDIS_URL": "redis://:pw@h:1/0"}
+    monkeypatch.setenv(SECRET_SETTINGS_ENV, env[SECRET_SETTINGS_ENV])
+    settings = Settings()
+    settings.set("REDIS_URL", "redis://project:6379/0", priority="project")
+    settings.set("REDIS_URL", "redis://spider:6379/0", priority="spider")
+    FleetAddon().update_settings(settings)
+    assert settings["REDIS_URL"] == "redis://:pw@h:1/0"
+    assert settings.getpriority("REDIS_URL") == SETTINGS_PRIORITIES["cmdline"]
+    monkeypatch.setenv(SECRET_SETTINGS_ENV, "not json")
+    with pytest.raises(ConfigError, match=SECRET_SETTINGS_ENV):  # outside a crawl task
+        FleetAddon().update_settings(Settings())

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import SCRAPY, scrapy_args, scrapy_env
-from fleet_helpers import Fleet, fleet_args, frontier, make_project
+from fleet_helpers import Fleet, fleet_args, frontier, make_project, wait_for
 from linked_site import LinkedSite
 
 
@@ -44,6 +46,8 @@ def test_the_command_is_registered_through_the_entry_point(tmp_path):
         (["links", "--join", "--fresh"], "--join and --fresh exclude each other"),
         (["links", "-a", "novalue"], "Invalid -a value"),
         ([], "give exactly one spider name"),
+        (["links", "-s", "FLEET_LEASE_TIMEOUT=abc"], "FLEET_LEASE_TIMEOUT must be a number"),
+        (["links", "-s", "FLEET_BACKOFF_BASE=-1"], "FLEET_BACKOFF_BASE must be at least 0.001"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path, args, message):
@@ -135,3 +139,89 @@ def test_a_worker_that_cannot_start_is_given_up_on(tmp_path, settings):
     assert "died with exit status 1; not restarted (1/1 restarts used)" in text, text
     assert "ValueError" in text  # the end of the worker's log is shown
     assert "workers kept dying: worker 1 (exit status 1)" in text
+
+
+@pytest.fixture
+def password_redis(tmp_path):
+    """A redis-server on 127.0.0.1 that wants a password; yields its URL with the password."""
+    import socket
+
+    import redis
+
+    from scrapy_fleet.redis_server import connect, find_redis_server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--requirepass", "s3cretpw", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://:s3cretpw@127.0.0.1:{port}/0"
+    client = connect(url)
+    wait_for(lambda: _pings(client, redis), what="the password-protected Redis")
+    client.close()
+    yield url
+    server.terminate()
+    server.wait(10)
+
+
+def _pings(client, redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_a_redis_password_given_with_s_never_reaches_a_worker_command_line(
+    tmp_path, password_redis, key_prefix
+):
+    # the project's settings.py names another Redis: -s must still win, as it does for -s
+    project = make_project(tmp_path)
+    (project / "pwproject.py").write_text(
+        "from fleetproject.settings import *\nREDIS_URL = 'redis://127.0.0.1:9/0'\n")
+    (project / "scrapy.cfg").write_text("[settings]\ndefault = pwproject\n")
+    site = LinkedSite(60, delay=0.05).start()
+    settings = {"REDIS_URL": password_redis, "FLEET_KEY_PREFIX": key_prefix,
+                "FLEET_DATA_DIR": str(tmp_path / ".fleet"), "CONCURRENT_REQUESTS": "2"}
+    fleet = Fleet(project, fleet_args(site.url, settings, "-n", "2"))
+    try:
+        watch = frontier(password_redis, key_prefix)
+        wait_for(lambda: sum(w["alive"] for w in watch.status()["workers"]) == 2,
+                 what="both workers to register")
+        workers = [int(w["id"].split(":")[1]) for w in watch.status()["workers"]]
+        processes = _descendants(fleet.proc.pid)
+        assert set(workers) <= set(processes)
+        for pid in processes:
+            assert b"s3cretpw" not in Path(f"/proc/{pid}/cmdline").read_bytes(), pid
+        assert fleet.wait() == 0, fleet.text
+    finally:
+        if fleet.proc.poll() is None:  # a failed assert: stop what this test started
+            stray = [fleet.proc.pid, *_descendants(fleet.proc.pid)]
+            for pid in stray:
+                os.kill(pid, signal.SIGKILL)
+        site.stop()
+    assert set(site.page_fetches().values()) == {1} and len(site.page_fetches()) == 60
+    assert "s3cretpw" not in fleet.text
+    for log in (tmp_path / ".fleet" / "logs" / "links").iterdir():
+        text = log.read_text()
+        assert "s3cretpw" not in text and "Spider closed (finished)" in text, log
+        assert oct(log.stat().st_mode & 0o777) == oct(0o600)

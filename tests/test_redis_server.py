@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
+import re
+import stat
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +17,8 @@ import redis
 
 from scrapy_fleet.redis_server import (
     RedisUnavailable,
+    UnsafeDirectory,
+    answers,
     connect,
     ensure_embedded_server,
     find_redis_server,
@@ -112,3 +120,145 @@ def test_no_server_binary_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(RedisUnavailable, match="no redis-server found"):
         find_redis_server()
+
+
+# --- nobody else's server, nobody else's eyes on the data ------------------------------
+
+
+@pytest.fixture
+def private_tmp(tmp_path: Path, monkeypatch):
+    """A temp dir of this test's own in place of /tmp, so that squatting it disturbs no one."""
+    tmp = tmp_path / "t"
+    tmp.mkdir()
+    tmp.chmod(0o1777)  # like /tmp: anyone may create entries
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return tmp
+
+
+def _deep(tmp_path: Path) -> Path:
+    return tmp_path.joinpath(*["nested-directory"] * 8)
+
+
+def _squatter(sock: str, tmp_path: Path) -> subprocess.Popen[bytes]:
+    """Another user's redis-server listening on ``sock``, with a marker key of theirs."""
+    server = subprocess.Popen(
+        [find_redis_server(), "--port", "0", "--unixsocket", sock, "--unixsocketperm", "777",
+         "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis(unix_socket_path=sock).set("squatter", "1")
+            return server
+        except (redis.ConnectionError, FileNotFoundError):
+            assert time.monotonic() < deadline, "the squatter's server did not start"
+            time.sleep(0.05)
+
+
+def test_long_data_dirs_get_their_socket_in_a_private_directory(tmp_path: Path, private_tmp: Path):
+    deep = _deep(tmp_path)
+    # where the socket used to go: a predictable name right in the shared temp dir
+    old_path = str(private_tmp / f"scrapy-fleet-{hashlib.sha1(str(deep / 'redis.sock').encode()).hexdigest()[:16]}.sock")
+    squatter = _squatter(old_path, tmp_path)
+    try:
+        url = ensure_embedded_server(deep)
+        sock = url.removeprefix("unix://")
+        assert sock != old_path and connect(url).get("squatter") is None
+        info = os.lstat(os.path.dirname(sock))
+        assert os.path.dirname(sock) == str(private_tmp / f"scrapy-fleet-{os.getuid()}")
+        assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700
+        assert info.st_uid == os.getuid()
+    finally:
+        stop_embedded_server(deep)
+        squatter.terminate()
+        squatter.wait(10)
+
+
+@pytest.mark.parametrize("how", ["mode", "owner", "symlink"])
+def test_a_squatted_private_directory_is_refused(tmp_path: Path, private_tmp: Path, how: str):
+    runtime = private_tmp / f"scrapy-fleet-{os.getuid()}"
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o777)
+    if how == "symlink":
+        runtime.symlink_to(theirs)
+    else:
+        runtime.mkdir()
+        runtime.chmod(0o777)
+        if how == "owner":
+            if os.getuid() != 0:
+                pytest.skip("needs root to give a directory to another user")
+            os.chown(runtime, 65534, 65534)
+            runtime.chmod(0o700)
+    deep = _deep(tmp_path)
+    sock = socket_path(deep)
+    squatter = _squatter(sock, tmp_path)  # their server, on the very path we would use
+    try:
+        with pytest.raises(UnsafeDirectory, match=rf"refusing to use the embedded Redis socket in {re.escape(str(runtime))}") as raised:
+            ensure_embedded_server(deep)
+        expected = {"mode": "its mode is 0777; it must be 0700", "owner": "it belongs to uid 65534",
+                    "symlink": "a symlink"}[how]
+        assert expected in str(raised.value)
+        assert not answers(sock)  # --status and stop never talk to it either
+    finally:
+        squatter.terminate()
+        squatter.wait(10)
+
+
+def test_a_data_directory_others_may_write_to_is_refused(tmp_path: Path):
+    data = tmp_path / "shared"
+    data.mkdir()
+    data.chmod(0o777)
+    with pytest.raises(UnsafeDirectory, match=rf"chmod 700 {re.escape(str(data))}"):
+        ensure_embedded_server(data)
+    assert not (data / "redis.sock").exists()
+
+
+def test_new_data_directories_and_server_files_are_private(tmp_path: Path):
+    data = tmp_path / "new" / "data"
+    (data).mkdir(parents=True)
+    data.chmod(0o755)  # an existing data directory keeps working as it is ...
+    (data / "appendonly.aof").write_bytes(b"")  # ... and a file an older version left
+    (data / "appendonly.aof").chmod(0o644)
+    try:
+        client = connect(ensure_embedded_server(data))
+        client.set("frontier", "x")
+        client.save()
+        client.close()
+        for name in ("appendonly.aof", "dump.rdb", "redis.log", "redis.pid", "redis.lock"):
+            assert stat.S_IMODE(os.stat(data / name).st_mode) == 0o600, name
+    finally:
+        stop_embedded_server(data)
+    fresh = tmp_path / "fresh"
+    try:
+        ensure_embedded_server(fresh)
+        assert stat.S_IMODE(os.stat(fresh).st_mode) == 0o700
+    finally:
+        stop_embedded_server(fresh)
+
+
+def test_a_second_server_on_the_same_data_is_never_started(tmp_path: Path):
+    # a server that an older version started for this data directory, on another socket
+    data = tmp_path / "data"
+    data.mkdir()
+    other = str(tmp_path / "old.sock")
+    subprocess.run(
+        [find_redis_server(), "--port", "0", "--unixsocket", other, "--dir", str(data),
+         "--daemonize", "yes", "--pidfile", str(data / "redis.pid"), "--appendonly", "yes"],
+        check=True, capture_output=True,
+    )
+    old = redis.Redis(unix_socket_path=other)
+    try:
+        for _ in range(200):
+            if (data / "redis.pid").exists() and answers(other):
+                break
+            time.sleep(0.05)
+        pid = int((data / "redis.pid").read_text())
+        with pytest.raises(RedisUnavailable, match=rf"a redis-server \(pid {pid}\) already runs on the data"):
+            ensure_embedded_server(data)
+        assert not os.path.exists(socket_path(data))
+    finally:
+        try:
+            old.shutdown(nosave=True)
+        except redis.ConnectionError:
+            pass

@@ -16,6 +16,7 @@ from scrapy.exceptions import UsageError
 from scrapy.spiderloader import get_spider_loader
 from scrapy.utils.conf import arglist_to_dict
 
+from scrapy_fleet.addon import check_settings
 from scrapy_fleet.config import ConfigError, FleetConfig
 from scrapy_fleet.launcher import (
     DEFAULT_MAX_RESTARTS,
@@ -91,6 +92,7 @@ class Command(ScrapyCommand):
             raise UsageError(f"Spider not found: {name}", print_help=False) from None
         spidercls.update_settings(settings)  # its custom_settings (REDIS_URL, prefix...)
         try:
+            check_settings(settings)  # what every worker checks first, said once here
             config = FleetConfig.from_settings(settings)
         except ConfigError as exc:
             raise UsageError(str(exc), print_help=False) from None

@@ -1,23 +1,32 @@
 """Requests to bytes and back, safely: ``Request.to_dict`` + msgpack, never pickle.
 
-Anyone who can write to a shared Redis must not be able to run code in every worker, so
-decoding only ever builds plain data, checks its shape, resolves callbacks to the
-spider's own public methods, and instantiates only Request classes that are already
-imported. Anything else is an :class:`InvalidEntry`.
+Anyone who can write to a shared Redis must not be able to run code in every worker, nor
+point a worker at local files or through their own proxy. So decoding only ever builds
+plain data and checks it: its shape, its URL scheme (``FLEET_ALLOWED_SCHEMES``), that its
+callbacks are methods the spider's own classes define, that it carries none of the meta
+keys in :data:`GUARDED_META` unless ``FLEET_TRUSTED_META`` lists them, and that it is no
+larger than ``FLEET_MAX_REQUEST_BYTES``. It instantiates only Request classes that are
+already imported. Anything else is an :class:`InvalidEntry`.
+
+Encoding checks the same rules, so that a request the spider itself makes which a worker
+would refuse fails at once, in the process that made it, with a message that names the
+setting to change.
 """
 
 from __future__ import annotations
 
 import sys
+import weakref
+from types import FunctionType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import msgpack
-from scrapy import Request
+from scrapy import Request, Spider
 from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.request import request_from_dict
 
-if TYPE_CHECKING:
-    from scrapy import Spider
+from scrapy_fleet.config import ConfigError, FleetConfig
 
 MAGIC = b"SF1"  # format marker and version; a pickle starts with b"\x80"
 LEASE_META_KEY = "_fleet_lease"  # the lease id of a request popped from Redis (not stored)
@@ -44,21 +53,71 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
+# Meta keys of Scrapy's downloader that let whoever writes a request send a worker's
+# traffic somewhere else or reach local files. A request read from Redis may carry them
+# only if FLEET_TRUSTED_META lists them; the value says what they would allow.
+GUARDED_META: dict[str, str] = {
+    "proxy": "send it, with its cookies and credentials, through a proxy of their choice",
+    "bindaddress": "choose the local address and network interface it leaves from",
+    "allow_offsite": "send it past the spider's allowed_domains",
+    "ftp_local_filename": "write what it downloads to any local file",
+    "is_secure": "turn TLS off for s3:// requests",
+}
+# HttpProxyMiddleware's own bookkeeping of a proxy: trusted together with "proxy"
+_PROXY_COMPANIONS = ("_auth_proxy", "_scheme_proxy")
+# Spider methods Scrapy itself calls (start, close, update_settings...): never a callback
+_SPIDER_HOOKS = (frozenset(vars(Spider)) - {"parse"}) | {"closed", "start_requests"}
+_CALLBACKS_OK: set[tuple[type, str]] = set()  # (spider class, name) pairs already checked
+_CONFIGS: weakref.WeakKeyDictionary[Spider, FleetConfig] = weakref.WeakKeyDictionary()
+
+
 class UnserializableRequest(ValueError):
     """A request (usually a meta or cb_kwargs value) that the codec cannot carry."""
+
+
+class RequestTooLarge(UnserializableRequest):
+    """A request whose encoding exceeds FLEET_MAX_REQUEST_BYTES (below Redis's 512 MB)."""
 
 
 class InvalidEntry(ValueError):
     """A queue entry that is not a request this codec wrote: dropped, never executed."""
 
 
-def encode(request: Request, spider: Spider | None) -> bytes:
+def config_of(spider: Spider | None) -> FleetConfig:
+    """The FleetConfig of the spider's crawler, read once per spider; defaults without one."""
+    if spider is None:
+        return FleetConfig()
+    config = _CONFIGS.get(spider)
+    if config is None:
+        crawler = getattr(spider, "crawler", None)
+        try:
+            config = FleetConfig.from_settings(crawler.settings) if crawler else FleetConfig()
+        except ConfigError:
+            config = FleetConfig()  # already refused at start-up by the add-on
+        _CONFIGS[spider] = config
+    return config
+
+
+def encode(request: Request, spider: Spider | None, config: FleetConfig | None = None) -> bytes:
+    """The request as bytes for Redis; UnserializableRequest if a worker could not run it."""
+    config = config or config_of(spider)
     data = _to_dict(request, spider)
-    meta = data["meta"]
-    if LEASE_META_KEY in meta:
-        data["meta"] = {k: v for k, v in meta.items() if k != LEASE_META_KEY}
+    scheme = _scheme(request.url)
+    if scheme not in config.allowed_schemes:
+        raise UnserializableRequest(
+            f"cannot store {request}: its scheme {scheme!r} is not in FLEET_ALLOWED_SCHEMES "
+            f"({', '.join(sorted(config.allowed_schemes))}); add it there to crawl such URLs "
+            f"through the frontier"
+        )
+    for field in ("callback", "errback"):
+        name = data.get(field)
+        if name and name != _NO_CALLBACK and spider is not None and not callback_allowed(spider, name):
+            raise UnserializableRequest(
+                f"cannot store {request}: its {field} {name!r} is {_not_a_callback(spider, name)}"
+            )
+    _meta_to_store(request, data, config)
     try:
-        return MAGIC + msgpack.packb(data, use_bin_type=True)
+        blob = MAGIC + msgpack.packb(data, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
         # only now walk the values, to name the one that cannot be stored
         for field in ("meta", "cb_kwargs"):
@@ -69,6 +128,96 @@ def encode(request: Request, spider: Spider | None) -> bytes:
                     f"float, str, bytes, list, tuple and dict values only)"
                 ) from None
         raise UnserializableRequest(f"cannot store {request}: {exc}") from None
+    if len(blob) > config.max_request_bytes:
+        raise RequestTooLarge(
+            f"cannot store {request}: request too large, {len(blob)} bytes encoded "
+            f"({_largest_fields(data)}), more than FLEET_MAX_REQUEST_BYTES = "
+            f"{config.max_request_bytes} (Redis itself takes at most 512 MB per value)"
+        )
+    return blob
+
+
+def _meta_to_store(request: Request, data: dict[str, Any], config: FleetConfig) -> None:
+    """Drop what is this process's own from meta; refuse guarded keys not trusted."""
+    meta = data["meta"]
+    drop = {LEASE_META_KEY} & meta.keys()
+    if "proxy" not in config.trusted_meta and meta.get("_scheme_proxy"):
+        # HttpProxyMiddleware took this proxy from the environment (a retry or redirect
+        # of a request it handled): it sets it again when the request comes back, so
+        # neither it nor its credentials go to Redis
+        drop |= {"proxy", *_PROXY_COMPANIONS} & meta.keys()
+        if "_auth_proxy" in meta:
+            data["headers"] = {k: v for k, v in data["headers"].items()
+                               if k.lower() != b"proxy-authorization"}
+    for key in meta.keys() - drop:
+        if _guarded(key) and _guard(key) not in config.trusted_meta:
+            guard = _guard(key)
+            raise UnserializableRequest(
+                f"cannot store {request}: meta[{key!r}] is not stored in Redis by default, "
+                f"since whoever can write there could then {GUARDED_META[guard]}; add "
+                f"{guard!r} to FLEET_TRUSTED_META to store it"
+            )
+    if drop:
+        data["meta"] = {k: v for k, v in meta.items() if k not in drop}
+
+
+def _guarded(key: Any) -> bool:
+    return key in GUARDED_META or key in _PROXY_COMPANIONS
+
+
+def _guard(key: str) -> str:
+    """The FLEET_TRUSTED_META entry that covers a guarded key."""
+    return "proxy" if key in _PROXY_COMPANIONS else key
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError:
+        return ""
+
+
+def _largest_fields(data: dict[str, Any]) -> str:
+    sizes = {}
+    for field in ("meta", "cb_kwargs", "body", "headers", "cookies", "url"):
+        try:
+            sizes[field] = len(msgpack.packb(data.get(field), use_bin_type=True))
+        except (TypeError, ValueError, OverflowError):
+            continue
+    top = sorted(sizes.items(), key=lambda kv: -kv[1])[:2]
+    return ", ".join(f"{field} {size} bytes" for field, size in top)
+
+
+def callback_allowed(spider: Spider, name: str) -> bool:
+    """Whether ``name`` may be called as a callback or errback of this spider.
+
+    Only a plain method that a class of the spider's MRO below ``scrapy.Spider`` defines
+    (the user's classes and mixins, and Scrapy's generic spiders such as CrawlSpider,
+    whose links carry ``_callback``/``_errback``). Never a dunder, a classmethod or
+    staticmethod, an instance attribute, or a hook Scrapy calls itself (``start``,
+    ``closed``, ``update_settings``...).
+    """
+    cls = type(spider)
+    if (cls, name) in _CALLBACKS_OK:
+        return name not in vars(spider)
+    if name in _SPIDER_HOOKS or (name.startswith("__") and name.endswith("__")):
+        return False
+    for klass in cls.__mro__:
+        if klass is Spider:
+            return False
+        if name in vars(klass):
+            if not isinstance(vars(klass)[name], FunctionType):
+                return False
+            _CALLBACKS_OK.add((cls, name))
+            return name not in vars(spider)
+    return False
+
+
+def _not_a_callback(spider: Spider, name: str) -> str:
+    if name in _SPIDER_HOOKS or (name.startswith("__") and name.endswith("__")):
+        return "a method Scrapy itself calls, never a callback read from Redis"
+    return (f"not a method that {type(spider).__name__} (or a class it inherits from, "
+            f"below scrapy.Spider) defines")
 
 
 def _to_dict(request: Request, spider: Spider | None) -> dict[str, Any]:
@@ -114,9 +263,13 @@ def _own_method_name(spider: Spider, method: Any) -> str | None:
     return None
 
 
-def decode(blob: bytes | None, spider: Spider | None) -> Request:
+def decode(blob: bytes | None, spider: Spider | None, config: FleetConfig | None = None) -> Request:
+    """A request read from Redis, checked as the module docstring says; else InvalidEntry."""
     if not blob or not blob.startswith(MAGIC):
         raise InvalidEntry("not a scrapy-fleet request (missing format marker)")
+    config = config or config_of(spider)
+    if len(blob) > config.max_request_bytes:
+        raise InvalidEntry(f"{len(blob)} bytes, more than FLEET_MAX_REQUEST_BYTES")
     try:
         data = msgpack.unpackb(blob[len(MAGIC):], raw=False, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
@@ -126,6 +279,12 @@ def decode(blob: bytes | None, spider: Spider | None) -> Request:
     for field, types in _FIELDS.items():
         if field in data and not isinstance(data[field], types):
             raise InvalidEntry(f"field {field!r} has type {type(data[field]).__name__}")
+    scheme = _scheme(data["url"])
+    if scheme not in config.allowed_schemes:
+        raise InvalidEntry(f"URL scheme {scheme!r} is not in FLEET_ALLOWED_SCHEMES")
+    for key in data.get("meta") or {}:
+        if _guarded(key) and _guard(key) not in config.trusted_meta:
+            raise InvalidEntry(f"meta key {key!r} is not in FLEET_TRUSTED_META")
     _request_class(data.get("_class"))
     for field in ("callback", "errback"):
         name = data.get(field)
@@ -138,6 +297,8 @@ def decode(blob: bytes | None, spider: Spider | None) -> Request:
         request = request_from_dict(data, spider=spider)
     except Exception as exc:
         raise InvalidEntry(f"cannot build request: {exc}") from None
+    if _scheme(request.url) not in config.allowed_schemes:  # as the Request parsed it
+        raise InvalidEntry(f"URL scheme {_scheme(request.url)!r} is not in FLEET_ALLOWED_SCHEMES")
     if no_callback:
         request.callback = NO_CALLBACK
     return request
@@ -158,8 +319,8 @@ def _request_class(path: Any) -> type[Request]:
 def _check_method(spider: Spider | None, name: str) -> None:
     if spider is None:
         raise InvalidEntry(f"callback {name!r} needs a spider")
-    if name.startswith("_") or not callable(getattr(spider, name, None)):
-        raise InvalidEntry(f"callback {name!r} is not a public method of the spider")
+    if not callback_allowed(spider, name):
+        raise InvalidEntry(f"callback {name!r} is {_not_a_callback(spider, name)}")
 
 
 def _find_unpackable(value: Any, path: str) -> str | None:
