@@ -214,8 +214,11 @@ def test_a_wrong_password_fails_at_once(tmp_path: Path, own_redis: OwnRedis):
     connect(own_redis.url).config_set("requirepass", "right")
     url = own_redis.url.replace("unix://", "unix://:wrong@")
     started = time.monotonic()
-    worker = Output(run_link_spider(tmp_path, "http://127.0.0.1:9/", {"REDIS_URL": url}))
-    code = worker.finish(timeout=30)
+    try:
+        worker = Output(run_link_spider(tmp_path, "http://127.0.0.1:9/", {"REDIS_URL": url}))
+        code = worker.finish(timeout=30)
+    finally:  # so that the fixture can stop the server
+        connect(own_redis.url.replace("unix://", "unix://:right@")).config_set("requirepass", "")
     assert code != 0
     assert time.monotonic() - started < 8  # not the 10 s retry deadline
     assert "refused the password" in worker.text
