@@ -185,3 +185,16 @@ def test_big_batches_are_chunked(redis_client, redis_url, key_prefix):
     assert len(popped) == 9000
     assert frontier.flush(acks=[i for i, _ in popped]).pushed == []
     assert frontier.status()["stats"]["acked"] == 9000
+
+
+def test_a_huge_backlog_of_pushes_goes_in_calls_redis_accepts(frontier, monkeypatch):
+    from scrapy_fleet.frontier import queue
+
+    monkeypatch.setattr(queue, "MAX_CALL_BYTES", 1000)  # a small call limit, same logic
+    pushes = [(fp(i), "a", 0, b"x" * 300) for i in range(10)] + [(fp(1), "a", 0, b"dup")]
+    first = frontier.flush(pushes[:1], pop=1)
+    result = frontier.flush(pushes[1:], acks=[first.popped[0][0]], pop=20)
+    assert result.pushed == [True] * 9 + [False]
+    assert len(result.popped) == 9
+    stats = frontier.status()["stats"]
+    assert stats["acked"] == 1 and stats["enqueued"] == 10 and stats["pending"] == 0

@@ -47,6 +47,7 @@ class RedisOutOfMemory(FrontierFault):
 T = TypeVar("T")
 PushEntry = tuple[bytes, str, int, bytes]  # fingerprint (b"" = unfiltered), slot, priority, payload
 MAX_PRIORITY = 4000  # |priority| * 2^40 + id must stay exact in a double
+MAX_CALL_BYTES = 64 << 20  # pushes sent in one script call at most (Redis takes up to 1 GB)
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
 
 
@@ -344,6 +345,16 @@ class RedisFrontier:
             return FlushResult([], [])
         if self.crawl_id is None:
             raise RuntimeError("open() the frontier before flushing")
+        chunks = _by_size(pushes, MAX_CALL_BYTES)
+        if len(chunks) > 1:
+            # pushes kept through a Redis outage can pile up: send them in calls Redis
+            # accepts (client-query-buffer-limit); acks ride with the last, after every child
+            flags: list[bool] = []
+            for chunk in chunks[:-1]:
+                flags += self.flush(chunk).pushed
+            last = self.flush(chunks[-1], acks, invalid, pop, held)
+            last.pushed = flags + last.pushed
+            return last
         args: list[Any] = [self.crawl_id, len(pushes), len(acks), len(invalid), pop,
                            self.delay_ms, self.worker_id]
         for fp, slot, priority, blob in pushes:
@@ -480,6 +491,19 @@ class RedisFrontier:
                 for w, beat in workers
             ],
         }
+
+
+def _by_size(pushes: Sequence[PushEntry], limit: int) -> list[Sequence[PushEntry]]:
+    """``pushes`` cut into runs whose payloads add up to at most ``limit`` bytes each."""
+    chunks: list[Sequence[PushEntry]] = []
+    start, size = 0, 0
+    for i, entry in enumerate(pushes):
+        size += len(entry[3]) + 64
+        if size > limit and i > start:
+            chunks.append(pushes[start:i])
+            start, size = i, len(entry[3]) + 64
+    chunks.append(pushes[start:])
+    return chunks
 
 
 def _text(value: bytes | str | None) -> str:

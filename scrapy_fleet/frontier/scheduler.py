@@ -253,7 +253,7 @@ class FleetScheduler(BaseScheduler):
         return bool(self._buffer or self._pushes) or not self.finished
 
     def enqueue_request(self, request: Request) -> bool:
-        blob = codec.encode(request, self.spider)  # raises here, in the producing process
+        blob = codec.encode(request, self.spider, self.config)  # raises here, in the producing process
         fingerprint = b"" if request.dont_filter else self.df.fingerprint(request)
         self._pushes.append((fingerprint, slot_of(request), int(request.priority), blob))
         self._push_requests.append(request)
@@ -271,7 +271,7 @@ class FleetScheduler(BaseScheduler):
         while self._buffer:
             lease, blob = self._buffer.popleft()
             try:
-                request = codec.decode(blob, self.spider)
+                request = codec.decode(blob, self.spider, self.config)
             except codec.InvalidEntry as exc:
                 self._reject(lease, blob, exc)
                 continue
