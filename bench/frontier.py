@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import contextlib
 import hashlib
 import io
 import logging
@@ -48,7 +47,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -173,7 +172,7 @@ def _drop(client: redis.Redis, pattern: str) -> None:
 
 
 def run_fleet(url: str, transport: str, items: list[tuple[str, int]], n: int,
-              profile: cProfile.Profile | None = None, label: str = "scrapy-fleet") -> RunResult:
+              profile: cProfile.Profile | None = None) -> RunResult:
     prefix = f"bench-fleet-{uuid.uuid4().hex[:8]}"
     crawler = _crawler({})
     spider = crawler.spider
@@ -218,7 +217,7 @@ def run_fleet(url: str, transport: str, items: list[tuple[str, int]], n: int,
         raise SystemExit(f"scrapy-fleet run incomplete: dequeued {dequeued} of {n}, redis stats {stats}")
     _drop(client, keys.pattern)
     scheduler.close("finished")
-    return RunResult(label, transport, seconds, dequeued, trips, usec, seen_bytes, seen_card)
+    return RunResult("scrapy-fleet", transport, seconds, dequeued, trips, usec, seen_bytes, seen_card)
 
 
 def run_scrapy_redis(url: str, transport: str, items: list[tuple[str, int]], n: int) -> RunResult:
@@ -290,8 +289,6 @@ def component_costs(items: list[tuple[str, int]]) -> list[tuple[str, float]]:
     timed("scrapy-redis: RFPDupeFilter.request_fingerprint (hex)",
           lambda r: RFPDupeFilter.request_fingerprint(None, r))  # type: ignore[arg-type]
     timed("Request.to_dict(spider=...) (both)", lambda r: r.to_dict(spider=spider))
-    with what_if("callback"):
-        timed("Request.to_dict, callback found by getattr (what-if)", lambda r: r.to_dict(spider=spider))
     blobs = timed("fleet: codec.encode (to_dict + checks + msgpack)", lambda r: codec.encode(r, spider))
     pickles = timed("scrapy-redis: to_dict + pickle.dumps",
                     lambda r: pickle.dumps(r.to_dict(spider=spider), protocol=-1))
@@ -309,88 +306,6 @@ def component_costs(items: list[tuple[str, int]]) -> list[tuple[str, float]]:
     rows.append(("fleet: mean payload bytes", sum(map(len, blobs)) / len(blobs)))
     rows.append(("scrapy-redis: mean payload bytes", sum(map(len, pickles)) / len(pickles)))
     return rows
-
-
-# --- what-if: bench-local patches that estimate proposed frontier changes ----------------
-
-# "lua": PUSH skips the ZADD XX LT on `ready` unless the new head is really better (almost
-# never: same priority, higher id); ACK re-places a slot only if this ack took it below its
-# in-flight cap (a slot under its cap is already in `ready`/`delayed` or has an empty queue).
-LEAN_LUA = [
-    ("PUSH",
-     """    if not redis.call('ZSCORE', K.ready, slot) then
-      schedule_slot(slot, now)
-    else
-      redis.call('ZADD', K.ready, 'XX', 'LT', score, slot)
-    end""",
-     """    local current = redis.call('ZSCORE', K.ready, slot)
-    if not current then
-      schedule_slot(slot, now)
-    elseif tonumber(score) < tonumber(current) then
-      redis.call('ZADD', K.ready, 'XX', 'LT', score, slot)
-    end"""),
-    ("ACK",
-     """    release_slot(slot)
-    schedule_slot(slot, now)
-    done = done + 1""",
-     """    local left = redis.call('HINCRBY', K.inflight, slot, -1)
-    if left <= 0 then redis.call('HDEL', K.inflight, slot) end
-    if left == K.cap - 1 then schedule_slot(slot, now) end
-    done = done + 1"""),
-]
-
-
-@contextlib.contextmanager
-def what_if(change: str) -> Iterator[None]:
-    """Temporarily patch libraries to estimate a proposed change; never used for the
-    headline figures. "scripts": skip the SCRIPT EXISTS round trip redis-py makes before
-    every pipeline holding a Script (as if the frontier sent EVALSHA itself and reloaded
-    on NOSCRIPT). "callback": resolve a callback's name by getattr(spider, f.__name__)
-    instead of inspect.getmembers(spider) (as if codec.encode did not go through
-    Request.to_dict's _find_method). "lua": the LEAN_LUA edits of the scripts."""
-    import scrapy.http.request as request_module
-
-    restore: list[tuple[Any, str, Any]] = []
-    if "scripts" in change:
-        checked: set[tuple[int, bytes | str]] = set()
-        original_load = redis.client.Pipeline.load_scripts
-
-        def load_scripts(self: Any) -> None:
-            pool = id(self.connection_pool)
-            if all((pool, s.sha) for s in self.scripts) and all(
-                    (pool, s.sha) in checked for s in self.scripts):
-                return
-            original_load(self)
-            checked.update((pool, s.sha) for s in self.scripts)
-
-        restore.append((redis.client.Pipeline, "load_scripts", original_load))
-        redis.client.Pipeline.load_scripts = load_scripts  # type: ignore[method-assign]
-    if "callback" in change:
-        original_find = request_module._find_method
-
-        def find_method(obj: Any, func: Any) -> str:
-            name = getattr(func, "__name__", None)
-            bound = getattr(obj, name, None) if obj is not None and name else None
-            if bound is not None and getattr(bound, "__func__", None) is getattr(func, "__func__", ()):
-                return name  # type: ignore[return-value]
-            return original_find(obj, func)
-
-        restore.append((request_module, "_find_method", original_find))
-        request_module._find_method = find_method  # type: ignore[assignment]
-    if "lua" in change:
-        from scrapy_fleet.frontier import scripts
-
-        for name, old, new in LEAN_LUA:
-            text = getattr(scripts, name)
-            if old not in text:
-                raise LookupError(f"scripts.{name} changed; the 'lua' what-if no longer applies")
-            restore.append((scripts, name, text))
-            setattr(scripts, name, text.replace(old, new))
-    try:
-        yield
-    finally:
-        for owner, name, value in reversed(restore):
-            setattr(owner, name, value)
 
 
 # --- servers ---------------------------------------------------------------------------
@@ -535,8 +450,9 @@ def main() -> int:
     parser.add_argument("--dup", type=float, default=0.10, help="duplicates, as a fraction of --requests")
     parser.add_argument("--hosts", type=int, default=100, help="distinct hosts (download slots)")
     parser.add_argument("--memory-count", type=int, default=100_000, help="fingerprints for the memory table")
-    parser.add_argument("--no-what-if", action="store_true",
-                        help="skip the rows estimating proposed frontier changes")
+    # the what-if rows are gone (each proposal they estimated is in the frontier now); the
+    # option stays so that older command lines still run
+    parser.add_argument("--no-what-if", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--transports", default="unix,tcp")
@@ -575,24 +491,16 @@ def main() -> int:
 
         items = workload(args.requests, args.dup, args.hosts)
         results: list[RunResult] = []
-        contenders: list[tuple[str, Callable[..., RunResult], str]] = [
-            ("scrapy-redis", run_scrapy_redis, ""), ("scrapy-fleet", run_fleet, "")]
-        if not args.no_what_if:
-            contenders += [("what-if: no SCRIPT EXISTS", run_fleet, "scripts"),
-                           ("what-if: + fast callback name", run_fleet, "scripts+callback"),
-                           ("what-if: + leaner PUSH/ACK Lua", run_fleet, "scripts+callback+lua")]
-        names = [name for name, _, _ in contenders]
+        contenders: list[tuple[str, Callable[[str, str, list[Any], int], RunResult]]] = [
+            ("scrapy-redis", run_scrapy_redis), ("scrapy-fleet", run_fleet)]
+        names = [name for name, _ in contenders]
         bench_started = time.monotonic()
         for run in range(args.runs):
             for transport, url in urls.items():
                 # every contender runs back to back with the baseline, in a rotating order
                 shift = run % len(contenders)
-                for name, fn, change in contenders[shift:] + contenders[:shift]:
-                    with what_if(change):
-                        if fn is run_fleet:
-                            result = run_fleet(url, transport, items, args.requests, label=name)
-                        else:
-                            result = fn(url, transport, items, args.requests)
+                for name, fn in contenders[shift:] + contenders[:shift]:
+                    result = fn(url, transport, items, args.requests)
                     result.run = run
                     results.append(result)
                     print(f"  run {run + 1} {transport:4} {name:30} {result.rate:9,.0f} req/s "
@@ -622,7 +530,7 @@ def main() -> int:
         print(f"Enqueue + dedupe + dequeue (+ ack) of {args.requests:,} requests, "
               f"median of {args.runs} runs (wall {time.monotonic() - bench_started:.0f} s); "
               f"'vs scrapy-redis' is the median of per-run ratios (each run back to back "
-              f"with the baseline); what-if rows are bench-local patches, not the frontier:")
+              f"with the baseline):")
         print(table(["implementation", "transport", "requests/s", "range", "vs scrapy-redis",
                      "round trips/req", "server CPU us/req", "bytes/fp (MEMORY USAGE)"], rows))
 
@@ -649,14 +557,11 @@ def main() -> int:
         floor = (cost["fleet: Scrapy RequestFingerprinter.fingerprint"]
                  + cost["fleet: codec.encode (to_dict + checks + msgpack)"]
                  + cost["fleet: codec.decode (msgpack + checks + request_from_dict)"])
-        fast_floor = floor - (cost["Request.to_dict(spider=...) (both)"]
-                              - cost["Request.to_dict, callback found by getattr (what-if)"])
         for transport in urls:
             base_us = 1e6 / summary["scrapy-redis", transport]
             print(f"Ceiling ({transport}): scrapy-redis takes {base_us:.0f} us/request; fingerprint + "
-                  f"encode + decode alone take {floor:.0f} us ({fast_floor:.0f} with the fast callback "
-                  f"lookup), so even with a free Redis and no scheduler overhead the ratio is at most "
-                  f"{base_us / floor:.1f}x ({base_us / fast_floor:.1f}x).")
+                  f"encode + decode alone take {floor:.0f} us, so even with a free Redis and no "
+                  f"scheduler overhead the ratio is at most {base_us / floor:.1f}x.")
 
         if not args.no_profile:
             url = urls.get("unix") or next(iter(urls.values()))

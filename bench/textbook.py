@@ -43,7 +43,7 @@ from simweb import chain_seconds, profile  # noqa: E402
 
 BOOK_SERIAL = 1349.8
 BOOK_BEST = 156.4  # 4 processes x 5 threads
-LIST = Path("/work/shared/fixtures/toplists/tranco_top-1m_head2000_kmikholap-dns-gen.csv")
+LIST = REPO / "tests" / "fixtures" / "toplists" / "tranco_top-1m_head2000_kmikholap-dns-gen.csv"
 TIMEOUT = 3.0  # every crawler's download timeout (a hanging site costs this per attempt)
 RETRIES = 1  # every crawler retries a failed page once
 SLEEP_TIME = 1  # the book's manager loop: seconds between looks at its threads

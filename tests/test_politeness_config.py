@@ -14,6 +14,7 @@ def test_defaults():
     assert config == PolitenessConfig()
     assert config.backoff_codes == {429, 503}
     assert config.autothrottle is False
+    assert (config.host_state_ttl, config.robots_max_bytes) == (600.0, 65536)
 
 
 def test_values_and_autothrottle_follows_scrapys_switch():
@@ -21,7 +22,9 @@ def test_values_and_autothrottle_follows_scrapys_switch():
         "DOWNLOAD_DELAY": "0.5", "FLEET_MAX_CRAWL_DELAY": "5", "FLEET_BACKOFF_BASE": "2",
         "FLEET_BACKOFF_MAX": "60", "FLEET_BACKOFF_HTTP_CODES": "429,503,509",
         "AUTOTHROTTLE_ENABLED": "True", "AUTOTHROTTLE_MAX_DELAY": "20",
+        "FLEET_HOST_STATE_TTL": "0", "FLEET_ROBOTS_MAX_BYTES": "16384",
     }))
+    assert (config.host_state_ttl, config.robots_max_bytes) == (0.0, 16384)  # 0: never prune
     assert (config.download_delay, config.max_crawl_delay) == (0.5, 5.0)
     assert (config.backoff_base, config.backoff_max) == (2.0, 60.0)
     assert config.backoff_codes == {429, 503, 509}
@@ -36,6 +39,8 @@ def test_values_and_autothrottle_follows_scrapys_switch():
     ("FLEET_BACKOFF_MAX", "soon"),
     ("FLEET_BACKOFF_HTTP_CODES", "429,later"),
     ("DOWNLOAD_DELAY", "-0.5"),
+    ("FLEET_HOST_STATE_TTL", "-1"),
+    ("FLEET_ROBOTS_MAX_BYTES", "100"),
 ])
 def test_bad_values_name_the_setting(name, value):
     with pytest.raises(ConfigError, match=name):

@@ -7,12 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
+from protego import Protego
 
 from conftest import run_link_spider
 from polite_site import Host, PoliteSite, Worker, gaps, summary, total
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.queue import RedisFrontier
-from scrapy_fleet.politeness.robots import NO_RULES, _body
+from scrapy_fleet.politeness.robots import _body
+from scrapy_fleet.politeness.robotstxt import MAX_READ_BYTES, compact_robots
 from scrapy_fleet.politeness.store import PolitenessStore
 
 WAIT = 120
@@ -37,11 +39,13 @@ def test_one_fetcher_per_host_and_a_dead_ones_lock_lapses(redis_client, redis_ur
     assert not store.robots_lock("h:80", "b", ttl=0.3)
     time.sleep(0.4)  # a died: its lock lapses, b fetches
     assert store.robots_lock("h:80", "b", ttl=0.3)
-    store.robots_put("h:80", b"200\nUser-agent: *\nDisallow: /x\n")
+    store.robots_put("h:80", "h", b"User-agent: *\nDisallow: /x\n")
     assert _body(store.robots_get("h:80")) == b"User-agent: *\nDisallow: /x\n"
     assert store.robots_lock("h:80", "c", ttl=0.3)  # the lock went with the put
-    assert _body(NO_RULES) is None
-    assert store.counters(["politeness/robots_fetched"]) == [1]
+    store.robots_put("g:80", "g", None)  # no robots.txt to be had: allow all
+    assert _body(store.robots_get("g:80")) is None
+    assert _body(b"-\n") is None and _body(b"200\nUser-agent: *\n") == b"User-agent: *\n"  # older entries
+    assert store.counters(["politeness/robots_fetched"]) == [2]
 
 
 @pytest.fixture
@@ -88,3 +92,68 @@ def test_crawl_delay_is_honoured_across_workers_and_robots_fetched_once(tmp_path
     # dropped requests still finished: the crawl ended by itself with nothing leased
     for worker in workers:
         assert "finish_reason': 'finished'" in worker.text
+
+
+# --- what is kept of a robots.txt --------------------------------------------------------
+
+SCRAPY_UA = "Scrapy/2.19 (+https://scrapy.org)"
+
+
+def test_only_the_groups_for_our_agents_are_kept():
+    text = (b"\xef\xbb\xbf# a comment line\n"
+            b"Disallow: /orphan\n"  # before any User-agent: applies to nobody
+            b"User-agent: GPTBot\nUser-agent: CCBot\nDisallow: /\n\n"
+            b"User-agent: Googlebot\nUser-agent: scrapy  # ours\nDisallow: /g\n"
+            b"Sitemap: https://example.com/sitemap.xml\n"
+            b"Crawl-delay: 2\n\n"
+            b"User-agent: *\nDisallow: /private\n\nDisallow: /after-blank\n")
+    kept = compact_robots(text, [SCRAPY_UA], 64 * 1024)
+    assert kept.body == (b"User-agent: scrapy\nDisallow: /g\nCrawl-delay: 2\n\n"
+                         b"User-agent: *\nDisallow: /private\n\nDisallow: /after-blank\n")
+    assert not kept.truncated
+    for parser in (Protego.parse(text.decode("utf-8")[1:]), Protego.parse(kept.body.decode())):
+        assert not parser.can_fetch("http://h/g/1", SCRAPY_UA)
+        assert parser.can_fetch("http://h/private", SCRAPY_UA)  # the scrapy group wins
+        assert parser.crawl_delay(SCRAPY_UA) == 2
+    # another agent keeps the * group only
+    assert compact_robots(text, ["wswp"], 64 * 1024).body == (
+        b"User-agent: *\nDisallow: /private\n\nDisallow: /after-blank\n")
+    # an HTML page served as robots.txt: nothing to keep
+    assert compact_robots(b"<html><body>Not found</body></html>", ["wswp"], 1024).body == b""
+
+
+def test_a_robots_txt_over_the_cap_is_cut_at_a_line_like_google_does():
+    rules = b"".join(b"Disallow: /filler/%d\n" % i for i in range(400))
+    text = b"User-agent: *\nDisallow: /early\n" + rules + b"Disallow: /late\n"
+    kept = compact_robots(text, ["wswp"], 2048)
+    assert kept.truncated and len(kept.body) <= 2048 and kept.body.endswith(b"\n")
+    parser = Protego.parse(kept.body.decode())
+    assert not parser.can_fetch("http://h/early", "wswp")
+    assert parser.can_fetch("http://h/late", "wswp")  # after the cut: ignored
+    # Google's read limit: 512 KiB of the download, whatever is kept of it
+    huge = b"User-agent: *\nDisallow: /early\n" + b"# padding\n" * 60_000 + b"Disallow: /late\n"
+    assert len(huge) > MAX_READ_BYTES
+    kept = compact_robots(huge, ["wswp"], 64 * 1024)
+    assert kept.truncated and kept.body == b"User-agent: *\nDisallow: /early\n"
+
+
+def test_a_long_robots_txt_is_stored_capped_and_counted(tmp_path, fleet_settings, redis_client):
+    filler = "".join(f"Disallow: /filler/{i}\n" for i in range(2000))
+    others = "".join(f"User-agent: bot{i}\nDisallow: /\n\n" for i in range(2000))
+    robots = others + "User-agent: *\nDisallow: /p/1\n" + filler + "Disallow: /p/2\n"
+    assert len(robots) > 60_000
+    site = PoliteSite([Host(pages=4, robots=robots)]).start()  # p0 -> p1, p2; p1 -> p3
+    try:
+        settings = {**fleet_settings, "ROBOTSTXT_OBEY": "True", "FLEET_ROBOTS_MAX_BYTES": "4096"}
+        workers = crawl(tmp_path, site, settings, workers=1)
+        host = site.host(0)
+        # /p/1 is before the cut: obeyed; /p/2 after it: ignored, as Google would
+        assert sorted(site.pages(host)) == ["/p/0", "/p/2"]
+        assert total(workers, "fleet/politeness/robots_truncated") == 1
+        assert workers[0].stat("fleet/crawl/politeness/robots_truncated") == 1
+        assert "rules after the cut are ignored" in workers[0].text
+        keys = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "links")
+        stored = redis_client.hget(keys.robots, site.urls[0].split("//")[1])
+        assert len(stored) < 4096 + 100 and b"bot1" not in stored  # other bots' groups dropped
+    finally:
+        site.stop()

@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # the package may not be pip-installed in the test venv
     sys.path.insert(0, str(REPO_ROOT))
-FIXTURES = Path(os.environ.get("FLEET_FIXTURES", REPO_ROOT.parent / "shared" / "fixtures"))
+# real pages and lists the tests read, with where each came from (SOURCES.md per folder)
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
 
 # Settings for a crawl without the Redis frontier (plain Scrapy scheduler).
 PLAIN_SCHEDULER = {

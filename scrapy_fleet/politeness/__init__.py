@@ -8,11 +8,14 @@ requests in flight fleet-wide (scrapy_fleet/frontier). This package adds the res
   not leased by the frontier (robots.txt) take a turn in their slot; optional fleet-wide
   AutoThrottle (FLEET_AUTOTHROTTLE).
 - :mod:`.robots`: robots.txt fetched once per host for the whole fleet, its Crawl-delay
-  honoured by every worker (hosts above FLEET_MAX_CRAWL_DELAY skipped).
+  honoured by every worker (hosts above FLEET_MAX_CRAWL_DELAY skipped); only the groups
+  for the crawl's user agents are stored (:mod:`.robotstxt`).
 - :mod:`.backoff`: 429/503 (Retry-After in seconds or as an HTTP date) pause the host for
   every worker, with exponential backoff on repeats.
+- :mod:`.prune`: a finished host's state leaves Redis after FLEET_HOST_STATE_TTL, so a
+  broad crawl's per-host state does not grow without end (started by :mod:`.slots`).
 
-The add-on (scrapy_fleet/addon.py) enables all three. docs/politeness.md has the settings.
+The add-on (scrapy_fleet/addon.py) enables all three middlewares. docs/politeness.md has the settings.
 """
 
 from __future__ import annotations

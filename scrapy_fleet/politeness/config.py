@@ -18,6 +18,8 @@ class PolitenessConfig:
     download_delay: float = 0.0  # DOWNLOAD_DELAY, enforced fleet-wide by the frontier
     max_crawl_delay: float = 30.0  # FLEET_MAX_CRAWL_DELAY: hosts asking for more are skipped
     robots_timeout: float = 60.0  # FLEET_ROBOTS_TIMEOUT: how long a fetch of robots.txt may hold the lock
+    robots_max_bytes: int = 64 * 1024  # FLEET_ROBOTS_MAX_BYTES: the most of a robots.txt kept in Redis
+    host_state_ttl: float = 600.0  # FLEET_HOST_STATE_TTL: a finished host's state goes after this (0: never)
     backoff_codes: frozenset[int] = frozenset({429, 503})  # FLEET_BACKOFF_HTTP_CODES
     backoff_base: float = 1.0  # FLEET_BACKOFF_BASE: first pause without Retry-After
     backoff_max: float = 300.0  # FLEET_BACKOFF_MAX: cap on any pause (Retry-After included)
@@ -37,6 +39,11 @@ class PolitenessConfig:
             download_delay=_number(settings, "DOWNLOAD_DELAY", 0.0, minimum=0.0),
             max_crawl_delay=_number(settings, "FLEET_MAX_CRAWL_DELAY", cls.max_crawl_delay, minimum=0.0),
             robots_timeout=_number(settings, "FLEET_ROBOTS_TIMEOUT", cls.robots_timeout, minimum=0.001),
+            # a few hundred bytes hold the groups of a typical robots.txt; below that, cuts
+            # would be the rule rather than the exception
+            robots_max_bytes=int(_number(settings, "FLEET_ROBOTS_MAX_BYTES", cls.robots_max_bytes,
+                                         minimum=1024)),
+            host_state_ttl=_number(settings, "FLEET_HOST_STATE_TTL", cls.host_state_ttl, minimum=0.0),
             backoff_codes=backoff_codes,
             backoff_base=_number(settings, "FLEET_BACKOFF_BASE", cls.backoff_base, minimum=0.001),
             backoff_max=_number(settings, "FLEET_BACKOFF_MAX", cls.backoff_max, minimum=0.001),

@@ -1,8 +1,9 @@
 """robots.txt once per host for the whole fleet, and its Crawl-delay for every worker.
 
 Scrapy's RobotsTxtMiddleware fetches robots.txt once per host *per process*. This
-subclass keeps what it fetched in Redis (HASH ``robots``: netloc -> status line + body),
-so each host's robots.txt is downloaded once for the whole crawl:
+subclass keeps what it fetched in Redis (HASH ``robots``: netloc -> a header line + the
+groups that apply to this crawl's user agents, see :mod:`.robotstxt`), so each host's
+robots.txt is downloaded once for the whole crawl:
 
 1. a worker that needs a host's rules first looks in the local cache, then in Redis;
 2. if nobody has them yet, it takes a lock (``robotslock:<netloc>``, SET NX PX
@@ -21,11 +22,18 @@ delay in Redis (``slotdelay``; the frontier's POP reads it), never below DOWNLOA
 A host whose Crawl-delay is above FLEET_MAX_CRAWL_DELAY is skipped: each of its requests
 is dropped with IgnoreRequest (a reason in the log, ``fleet/politeness/crawl_delay_skipped``)
 instead of crawling it at a pace that would never end.
+
+With FLEET_HOST_STATE_TTL, a worker keeps a host's parsed rules in memory for at most a
+quarter of the TTL (at most a minute), then reads them from Redis again. The reading
+script restores the host's Crawl-delay if the pruner (:mod:`.prune`) dropped the slot's
+state meanwhile, and a host whose entry was pruned too gets its robots.txt fetched again.
+This also bounds each worker's memory on a broad crawl.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from protego import Protego
@@ -43,6 +51,8 @@ from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.scheduler import new_worker_id
 from scrapy_fleet.politeness import frontier_of, sleep, slot_of
 from scrapy_fleet.politeness.config import PolitenessConfig
+from scrapy_fleet.politeness.prune import walk_interval
+from scrapy_fleet.politeness.robotstxt import compact_robots
 from scrapy_fleet.politeness.slots import RESERVE_META_KEY
 from scrapy_fleet.politeness.store import PolitenessStore
 
@@ -55,9 +65,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_ROBOTS_BYTES = 512 * 1024  # what Google reads of a robots.txt; the rest is ignored
 POLL_INTERVAL = 0.1  # while another worker fetches a host's robots.txt
-NO_RULES = b"-\n"  # stored for a host whose robots.txt could not be had: allow all
 
 
 class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
@@ -67,6 +75,10 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
         self._owner = new_worker_id()
         self._fresh: set[str] = set()  # netlocs whose rules this worker had to wait for
         self._skipped: dict[str, float] = {}  # netloc -> its Crawl-delay, above the cap
+        self._loaded: dict[str, float] = {}  # netloc -> time.monotonic() its rules were read
+        ttl = self.config.host_state_ttl
+        self._max_age = walk_interval(ttl) if ttl > 0 else None  # None: keep them for ever
+        self._last_sweep = time.monotonic()
 
     async def process_request(self, request: Request, spider: Spider | None = None) -> None:
         if request.meta.get("dont_obey_robotstxt"):
@@ -77,6 +89,7 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
             await super().process_request(request)
             return
         netloc = urlparse_cached(request).netloc
+        self._expire(netloc)
         # rules not yet known here: this request may wait for them to be fetched
         pending = netloc not in self._parsers or isinstance(self._parsers[netloc], Deferred)
         rp = await self.robot_parser(request)
@@ -99,10 +112,10 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
         netloc = url.netloc
         if netloc not in self._parsers:
             self._parsers[netloc] = Deferred()
+            self._loaded[netloc] = time.monotonic()  # before the read: expires no later
             rp: RobotParser | None = None
             try:
-                stored = await self._fleet_robots(request, url, PolitenessStore.of(frontier))
-                body = _body(stored)
+                body = await self._fleet_robots(request, url, PolitenessStore.of(frontier))
                 if body is not None:
                     rp = build_from_crawler(self._parserimpl, self.crawler, body)
                     self._check_crawl_delay(netloc, body, request)
@@ -123,12 +136,13 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
 
     # --- the fleet-wide cache -------------------------------------------------------
 
-    async def _fleet_robots(self, request: Request, url: ParseResult, store: PolitenessStore) -> bytes:
+    async def _fleet_robots(self, request: Request, url: ParseResult, store: PolitenessStore) -> bytes | None:
+        """The host's rules (None: allow all): from Redis, or fetched and stored there."""
         netloc = url.netloc
         while True:
             stored = store.robots_get(netloc)
             if stored is not None:
-                return stored
+                return _body(stored)
             ttl = self.config.robots_timeout
             if store.robots_lock(netloc, self._owner, ttl):
                 self._fresh.add(netloc)
@@ -136,16 +150,78 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
                 renew = task.LoopingCall(self._renew_lock, store, netloc, ttl)
                 renew.start(ttl / 3, now=False)
                 try:
-                    stored = await self._download_robots(request, url)
+                    fetched = await self._download_robots(request, url)
                 finally:
                     renew.stop()
-                body = _body(stored)
-                if body is not None:
-                    self._record_crawl_delay(netloc, body, request, store)
-                store.robots_put(netloc, stored)
-                return stored
+                return self._store_robots(netloc, request, fetched, store)
             self._fresh.add(netloc)
             await sleep(POLL_INTERVAL)
+
+    def _store_robots(self, netloc: str, request: Request, fetched: tuple[int, bytes] | None,
+                      store: PolitenessStore) -> bytes | None:
+        """Keep what the fleet needs of a fetched robots.txt; the fetching worker also
+        writes the host's Crawl-delay for the whole fleet (in the same script)."""
+        slot = slot_of(request)
+        if fetched is None:
+            store.robots_put(netloc, slot, None)
+            return None
+        status, raw = fetched
+        kept = compact_robots(raw, self._agents(request), self.config.robots_max_bytes)
+        if kept.truncated:
+            self.crawler.stats.inc_value("fleet/politeness/robots_truncated")
+            logger.warning(
+                "robots.txt of %s is too long (%d bytes, %d kept of the groups for this crawl; "
+                "FLEET_ROBOTS_MAX_BYTES %d): rules after the cut are ignored",
+                netloc, len(raw), len(kept.body), self.config.robots_max_bytes,
+            )
+        delay = self._crawl_delay(kept.body, request)
+        skipped = delay is not None and delay > self.config.max_crawl_delay
+        if delay is not None:
+            self.crawler.stats.inc_value("fleet/politeness/crawl_delay_hosts")
+            if skipped:
+                self.crawler.stats.inc_value("fleet/politeness/crawl_delay_skipped_hosts")
+                logger.warning(
+                    "%s asks for Crawl-delay %g s, above FLEET_MAX_CRAWL_DELAY (%g s): skipping it",
+                    netloc, delay, self.config.max_crawl_delay,
+                )
+            else:
+                logger.info("%s asks for Crawl-delay %g s: every worker honours it", netloc, delay)
+        store.robots_put(netloc, slot, kept.body, status=status, crawl_delay=delay,
+                         skipped=skipped, truncated=kept.truncated)
+        return kept.body
+
+    def _agents(self, request: Request) -> list[str]:
+        """The user agents this crawl asks robots.txt about (as ``process_request_2`` does)."""
+        if self._robotstxt_useragent:
+            return [self._robotstxt_useragent]
+        agents = [self._default_useragent]
+        header = request.headers.get(b"User-Agent")
+        if header:
+            agents.append(header.decode("latin-1"))
+        return agents
+
+    # --- rules kept in memory -------------------------------------------------------
+
+    def _expire(self, netloc: str) -> None:
+        """Forget rules read over the max age ago: this netloc's, and now and then all."""
+        if self._max_age is None:
+            return
+        now = time.monotonic()
+        if now - self._last_sweep > self._max_age:
+            self._last_sweep = now
+            for old in [n for n, at in self._loaded.items() if now - at > self._max_age]:
+                self._forget(old)
+        elif netloc in self._loaded and now - self._loaded[netloc] > self._max_age:
+            self._forget(netloc)
+
+    def _forget(self, netloc: str) -> None:
+        if isinstance(self._parsers.get(netloc), Deferred):
+            return  # being read right now
+        self._parsers.pop(netloc, None)
+        self._loaded.pop(netloc, None)
+        self._skipped.pop(netloc, None)
+        self._fresh.discard(netloc)
+        self.crawler.stats.inc_value("fleet/politeness/robots_reread")
 
     @staticmethod
     def _renew_lock(store: PolitenessStore, netloc: str, ttl: float) -> None:
@@ -154,7 +230,8 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
         except Exception as exc:  # the lock lapses; at worst another worker fetches too
             logger.debug("could not renew the robots.txt lock of %s: %s", netloc, exc)
 
-    async def _download_robots(self, request: Request, url: ParseResult) -> bytes:
+    async def _download_robots(self, request: Request, url: ParseResult) -> tuple[int, bytes] | None:
+        """(status, body) of a 2xx answer; None ("no rules") for anything else."""
         meta: dict = {"dont_obey_robotstxt": True}
         if request.meta.get("download_slot"):
             meta["download_slot"] = request.meta["download_slot"]
@@ -170,12 +247,12 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
                 logger.error("Error downloading %s: %s", robotsreq, exc,
                              extra={"spider": self.crawler.spider})
                 self._stats.inc_value(f"robotstxt/exception_count/{type(exc)}")
-            return NO_RULES
+            return None
         self._stats.inc_value("robotstxt/response_count")
         self._stats.inc_value(f"robotstxt/response_status_count/{response.status}")
         if not 200 <= response.status < 300:
-            return NO_RULES
-        return b"%d\n" % response.status + response.body[:MAX_ROBOTS_BYTES]
+            return None
+        return response.status, response.body
 
     # --- Crawl-delay ----------------------------------------------------------------
 
@@ -189,23 +266,6 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
             return None
         return None if delay is None else max(0.0, float(delay))
 
-    def _record_crawl_delay(self, netloc: str, body: bytes, request: Request, store: PolitenessStore) -> None:
-        """The fetching worker writes the host's Crawl-delay for the whole fleet."""
-        delay = self._crawl_delay(body, request)
-        if delay is None:
-            return
-        self.crawler.stats.inc_value("fleet/politeness/crawl_delay_hosts")
-        if delay > self.config.max_crawl_delay:
-            self.crawler.stats.inc_value("fleet/politeness/crawl_delay_skipped_hosts")
-            logger.warning(
-                "%s asks for Crawl-delay %g s, above FLEET_MAX_CRAWL_DELAY (%g s): skipping it",
-                netloc, delay, self.config.max_crawl_delay,
-            )
-            store.set_crawl_delay(slot_of(request), None)
-        else:
-            logger.info("%s asks for Crawl-delay %g s: every worker honours it", netloc, delay)
-            store.set_crawl_delay(slot_of(request), delay)
-
     def _check_crawl_delay(self, netloc: str, body: bytes, request: Request) -> None:
         """Every worker decides for itself whether a host is skipped (same text, same rule)."""
         delay = self._crawl_delay(body, request)
@@ -214,6 +274,6 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
 
 
 def _body(stored: bytes) -> bytes | None:
-    """The robots.txt text of a stored entry; None for "no rules"."""
-    status, _, body = stored.partition(b"\n")
-    return None if status == b"-" else body
+    """The robots.txt rules of a stored entry; None for "no rules"."""
+    header, _, body = stored.partition(b"\n")
+    return None if header.split(b" ", 1)[0] == b"-" else body

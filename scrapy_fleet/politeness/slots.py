@@ -26,6 +26,7 @@ from scrapy import signals
 from scrapy_fleet.frontier import codec
 from scrapy_fleet.politeness import frontier_of, sleep, slot_of
 from scrapy_fleet.politeness.config import PolitenessConfig
+from scrapy_fleet.politeness.prune import HostStatePruner
 from scrapy_fleet.politeness.store import PolitenessStore
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class FleetSlotsMiddleware:
         self.crawler = crawler
         self.config = config
         self._store: PolitenessStore | None = None
+        self._pruner: HostStatePruner | None = None
         crawler.signals.connect(self._reached_downloader, signal=signals.request_reached_downloader)
         if config.autothrottle:
             crawler.signals.connect(self._response_downloaded, signal=signals.response_downloaded)
@@ -54,6 +56,7 @@ class FleetSlotsMiddleware:
         crawler.signals.connect(self._spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(self._scheduler_closing, signal=signals.spider_idle)
         crawler.signals.connect(self._scheduler_closing, signal=signals.spider_closed)
+        crawler.signals.connect(self._spider_closed, signal=signals.spider_closed)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -98,6 +101,15 @@ class FleetSlotsMiddleware:
         }
         if delays:
             store.set_slot_delays(delays)
+        if self.config.host_state_ttl > 0:
+            # every worker walks the per-host hashes; a walk costs a few ms of Redis time
+            self._pruner = HostStatePruner(store, self.config, sorted(delays), self.crawler.stats)
+            self._pruner.start()
+
+    def _spider_closed(self, spider: Spider | None = None, reason: str | None = None) -> None:
+        if self._pruner is not None:
+            self._pruner.stop()
+            self._pruner = None
 
     def _scheduler_closing(self, spider: Spider | None = None, reason: str | None = None) -> None:
         """Copy the crawl-wide politeness counters into this worker's stats."""
@@ -105,7 +117,7 @@ class FleetSlotsMiddleware:
         if store is None:
             return
         fields = ("delayed", "backoff", "crawl_delay_hosts", "crawl_delay_skipped_hosts",
-                  "robots_fetched")
+                  "robots_fetched", "robots_truncated", "hosts_pruned", "robots_pruned")
         try:
             values = store.counters([f"politeness/{f}" for f in fields])
         except Exception as exc:  # Redis gone: the counters stay in Redis

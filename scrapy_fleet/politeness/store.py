@@ -8,10 +8,19 @@ The frontier already spaces the *leases* of a download slot (``nextok``, ``slotd
   returned time, and the slot's next lease moves one delay past it.
 - BACKOFF: a 429/503 pauses the slot for every worker; repeats double the pause.
 - ADAPT: fleet-wide AutoThrottle: the slot's delay follows the observed latency.
+- CRAWL_DELAY, ROBOTS_PUT, ROBOTS_GET: robots.txt once for the fleet, its Crawl-delay
+  applied when it is stored and again whenever it is read after the slot's state went.
+- PRUNE: what a finished host no longer needs goes after FLEET_HOST_STATE_TTL, a slice of
+  one hash at a time, so that a broad crawl's per-host state does not grow without end.
 
 Every script runs on the frontier's six common keys (see ``scrapy_fleet.frontier.scripts``)
 so it can move a slot between ``ready`` and ``delayed`` exactly as the frontier does.
 Time is Redis server time.
+
+A ``robots`` entry is ``"<status> <stored ms> <crawl delay> <slot>\\n<rules>"``: status is
+the HTTP status, or ``-`` when there are no rules (allow all); crawl delay is in ms, ``-``
+for none, ``skip`` for a host above FLEET_MAX_CRAWL_DELAY; slot is the download slot whose
+delay it sets. Entries of older versions (``"<status>\\n<body>"``) are still read.
 """
 
 from __future__ import annotations
@@ -21,6 +30,42 @@ from typing import Any
 
 from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.frontier.scripts import PRELUDE
+
+# Shared by the robots.txt scripts. KEYS[7] and up differ per script: the helpers take keys.
+HELPERS = r"""
+-- A Crawl-delay (ms) becomes the slot's delay floor for every worker; d < 0: the host is
+-- skipped (its requests are dropped without a download, so let them drain at once).
+-- The turn already granted was spaced by the old delay: its successor moves out by the
+-- difference, so the request after robots.txt keeps the new delay too. Without a granted
+-- turn to go by (no delay so far, or the slot's state was pruned), the next one is a
+-- whole Crawl-delay from now.
+local function apply_crawl_delay(slot, d, default, slotdelay_key, crawldelay_key)
+  if d < 0 then
+    redis.call('HSET', slotdelay_key, slot, 0)
+    return
+  end
+  redis.call('HSET', crawldelay_key, slot, d)
+  local cur = tonumber(redis.call('HGET', slotdelay_key, slot) or default)
+  if cur >= d then return end
+  redis.call('HSET', slotdelay_key, slot, d)
+  local ok = redis.call('HGET', K.nextok, slot)
+  local next_ok
+  if ok and cur > 0 then
+    next_ok = tonumber(ok) + d - cur
+  else
+    next_ok = math.max(tonumber(ok or '0'), now_ms() + d)
+  end
+  redis.call('HSET', K.nextok, slot, string.format('%d', next_ok))
+  park(slot)
+end
+
+-- The header of a robots entry: stored ms, crawl delay field, slot (nil for old entries).
+local function robots_header(entry)
+  local eol = string.find(entry, '\n', 1, true) or (#entry + 1)
+  local _, stored, cd, slot = string.match(string.sub(entry, 1, eol - 1), '^(%S+) (%d+) (%S+) (.*)$')
+  return tonumber(stored), cd, slot
+end
+"""
 
 # A turn in a slot for a download not leased by POP.
 # KEYS[7] slotdelay   ARGV[3] default delay ms  ARGV[4] slot
@@ -88,26 +133,116 @@ return new
 # difference, so the request after robots.txt keeps the new delay too.
 # KEYS[7] slotdelay  KEYS[8] crawldelay
 # ARGV[3] slot  ARGV[4] delay ms (-1: skipped host)  ARGV[5] default delay ms
-CRAWL_DELAY = PRELUDE + r"""
-local slot, d = ARGV[3], tonumber(ARGV[4])
-if d < 0 then
-  -- skipped: its requests are dropped without a download, so let them drain at once
-  redis.call('HSET', KEYS[7], slot, 0)
-  redis.call('HINCRBY', K.stats, 'politeness/crawl_delay_skipped_hosts', 1)
-else
-  redis.call('HSET', KEYS[8], slot, d)
-  local cur = tonumber(redis.call('HGET', KEYS[7], slot) or ARGV[5])
-  if cur < d then
-    redis.call('HSET', KEYS[7], slot, d)
-    local ok = redis.call('HGET', K.nextok, slot)
-    if ok then
-      redis.call('HSET', K.nextok, slot, string.format('%d', tonumber(ok) + d - cur))
-      park(slot)
-    end
-  end
-end
+CRAWL_DELAY = PRELUDE + HELPERS + r"""
+local d = tonumber(ARGV[4])
+apply_crawl_delay(ARGV[3], d, tonumber(ARGV[5]), KEYS[7], KEYS[8])
+if d < 0 then redis.call('HINCRBY', K.stats, 'politeness/crawl_delay_skipped_hosts', 1) end
 redis.call('HINCRBY', K.stats, 'politeness/crawl_delay_hosts', 1)
 return 1
+"""
+
+# Store a host's robots.txt for the fleet, apply its Crawl-delay, release the fetch lock.
+# KEYS[7] robots  KEYS[8] slotdelay  KEYS[9] crawldelay  KEYS[10] robotslock:<netloc>
+# ARGV[3] netloc  ARGV[4] status ("-": no rules)  ARGV[5] crawl delay ms, "-" or "skip"
+# ARGV[6] slot  ARGV[7] rules  ARGV[8] default delay ms  ARGV[9] "1": the rules were cut
+# Returns the stored entry.
+ROBOTS_PUT = PRELUDE + HELPERS + r"""
+local cd, slot = ARGV[5], ARGV[6]
+if cd ~= '-' then
+  apply_crawl_delay(slot, cd == 'skip' and -1 or tonumber(cd), tonumber(ARGV[8]), KEYS[8], KEYS[9])
+  redis.call('HINCRBY', K.stats, 'politeness/crawl_delay_hosts', 1)
+  if cd == 'skip' then redis.call('HINCRBY', K.stats, 'politeness/crawl_delay_skipped_hosts', 1) end
+end
+local entry = ARGV[4] .. ' ' .. string.format('%d', now_ms()) .. ' ' .. cd .. ' ' .. slot .. '\n' .. ARGV[7]
+redis.call('HSET', KEYS[7], ARGV[3], entry)
+redis.call('DEL', KEYS[10])
+redis.call('HINCRBY', K.stats, 'politeness/robots_fetched', 1)
+if ARGV[9] == '1' then redis.call('HINCRBY', K.stats, 'politeness/robots_truncated', 1) end
+return entry
+"""
+
+# Read a host's robots.txt. If its slot lost its Crawl-delay meanwhile (PRUNE dropped a
+# finished slot's state while this entry stayed), apply it again: a worker whose local
+# copy expired reads through here, so the host never goes faster than it asked.
+# KEYS[7] robots  KEYS[8] slotdelay  KEYS[9] crawldelay   ARGV[3] netloc
+# ARGV[4] default delay ms.   Returns the entry, or nil.
+ROBOTS_GET = PRELUDE + HELPERS + r"""
+local entry = redis.call('HGET', KEYS[7], ARGV[3])
+if not entry then return false end
+local _, cd, slot = robots_header(entry)
+if cd == 'skip' then
+  if redis.call('HEXISTS', KEYS[8], slot) == 0 then redis.call('HSET', KEYS[8], slot, 0) end
+elseif cd and cd ~= '-' and redis.call('HEXISTS', KEYS[9], slot) == 0 then
+  apply_crawl_delay(slot, tonumber(cd), tonumber(ARGV[4]), KEYS[8], KEYS[9])
+end
+return entry
+"""
+
+# Forget what finished hosts no longer need: one HSCAN slice of one hash per call, so
+# Redis is never held for long. A slot is finished when nothing of it is queued, leased
+# or scheduled, its last turn (nextok) was over the TTL ago, and so was the end of any
+# 429/503 pause (and over FLEET_BACKOFF_MAX ago, so a new one would not count as a repeat
+# anyway). A finished slot loses its nextok, backoff, crawldelay and slotdelay (unless
+# DOWNLOAD_SLOTS sets it). A robots.txt entry goes when its slot is finished and it was
+# fetched over the TTL ago. A host that comes back fetches robots.txt again (once, under
+# the lock), and ROBOTS_PUT applies its Crawl-delay again; a worker that still had the
+# rules re-reads them within a quarter of the TTL, through ROBOTS_GET.
+# KEYS[7] robots  KEYS[8] slotdelay  KEYS[9] crawldelay  KEYS[10] backoff
+# ARGV[3] hash to walk: robots, nextok, slotdelay, crawldelay or backoff
+# ARGV[4] HSCAN cursor  ARGV[5] HSCAN COUNT  ARGV[6] TTL ms  ARGV[7] FLEET_BACKOFF_MAX ms
+# ARGV[8..] slots whose slotdelay DOWNLOAD_SLOTS sets (kept)
+# Returns {next cursor ("0": the walk is over), slots pruned, robots.txt entries pruned}.
+PRUNE = PRELUDE + HELPERS + r"""
+local now = now_ms()
+local which, ttl, bmax = ARGV[3], tonumber(ARGV[6]), tonumber(ARGV[7])
+local walked = ({robots = KEYS[7], nextok = K.nextok, slotdelay = KEYS[8],
+                 crawldelay = KEYS[9], backoff = KEYS[10]})[which]
+local keep = {}
+for i = 8, #ARGV do keep[ARGV[i]] = true end
+
+local function finished(slot)
+  if redis.call('EXISTS', K.qprefix .. slot) == 1 or redis.call('HEXISTS', K.inflight, slot) == 1
+      or redis.call('ZSCORE', K.ready, slot) or redis.call('ZSCORE', K.delayed, slot) then
+    return false
+  end
+  if tonumber(redis.call('HGET', K.nextok, slot) or '0') > now - ttl then return false end
+  local pause = redis.call('HGET', KEYS[10], slot)
+  if pause then
+    local until_ms = tonumber(string.sub(pause, string.find(pause, ' ', 1, true) + 1))
+    if until_ms > now - math.max(ttl, bmax) then return false end
+  end
+  return true
+end
+
+local function drop(slot)
+  local n = redis.call('HDEL', K.nextok, slot) + redis.call('HDEL', KEYS[10], slot)
+      + redis.call('HDEL', KEYS[9], slot)
+  if not keep[slot] then n = n + redis.call('HDEL', KEYS[8], slot) end
+  return n > 0 and 1 or 0
+end
+
+local scan = redis.call('HSCAN', walked, ARGV[4], 'COUNT', tonumber(ARGV[5]))
+local fields = scan[2]
+local slots, robots = 0, 0
+for i = 1, #fields, 2 do
+  local field = fields[i]
+  if which == 'robots' then
+    local stored, _, slot = robots_header(fields[i + 1])
+    if not slot then  -- an entry of an older version: its host, fetched at some point
+      slot = string.lower(string.match(field, '^%[(.*)%]') or string.match(field, '^(.*):%d+$') or field)
+      stored = 0
+    end
+    if stored <= now - ttl and finished(slot) then
+      robots = robots + redis.call('HDEL', KEYS[7], field)
+      slots = slots + drop(slot)
+    end
+  elseif finished(field) then
+    slots = slots + drop(field)
+  end
+end
+if slots > 0 then redis.call('HINCRBY', K.stats, 'politeness/hosts_pruned', slots) end
+if robots > 0 then redis.call('HINCRBY', K.stats, 'politeness/robots_pruned', robots) end
+return {scan[1], slots, robots}
 """
 
 # Per-slot delays from Scrapy's DOWNLOAD_SLOTS setting, for the whole fleet (never below
@@ -131,7 +266,8 @@ class PolitenessStore:
         self.frontier = frontier
         self.keys = frontier.keys
         frontier.add_scripts({"RESERVE": RESERVE, "BACKOFF": BACKOFF, "ADAPT": ADAPT,
-                              "CRAWL_DELAY": CRAWL_DELAY, "SLOT_DELAYS": SLOT_DELAYS})
+                              "CRAWL_DELAY": CRAWL_DELAY, "SLOT_DELAYS": SLOT_DELAYS,
+                              "ROBOTS_PUT": ROBOTS_PUT, "ROBOTS_GET": ROBOTS_GET, "PRUNE": PRUNE})
 
     @classmethod
     def of(cls, frontier: RedisFrontier) -> PolitenessStore:
@@ -200,8 +336,9 @@ class PolitenessStore:
     # --- the robots.txt cache -------------------------------------------------------
 
     def robots_get(self, netloc: str) -> bytes | None:
-        return self.frontier.call(lambda: self.frontier.client.hget(self.keys.robots, netloc),
-                                  "read robots.txt")
+        """The stored entry (see the module doc), its Crawl-delay re-applied if it went."""
+        return self._run("ROBOTS_GET", [self.keys.robots, self.keys.slot_delay, self.keys.crawl_delay],
+                         [netloc, self.frontier.delay_ms], "read robots.txt")
 
     def robots_lock(self, netloc: str, owner: str, ttl: float) -> bool:
         key = self.keys.robots_lock_prefix + netloc
@@ -215,15 +352,33 @@ class PolitenessStore:
         self.frontier.call(lambda: self.frontier.client.pexpire(key, max(1, int(ttl * 1000))),
                            "renew a robots.txt lock")
 
-    def robots_put(self, netloc: str, value: bytes) -> None:
-        def run() -> None:
-            pipe = self.frontier.client.pipeline(transaction=True)
-            pipe.hset(self.keys.robots, netloc, value)
-            pipe.delete(self.keys.robots_lock_prefix + netloc)
-            pipe.hincrby(self.keys.stats, "politeness/robots_fetched", 1)
-            pipe.execute()
+    def robots_put(self, netloc: str, slot: str, rules: bytes | None, *, status: int = 200,
+                   crawl_delay: float | None = None, skipped: bool = False,
+                   truncated: bool = False) -> bytes:
+        """Store a host's robots.txt for the fleet (None: no rules), apply its Crawl-delay
+        (``skipped``: above FLEET_MAX_CRAWL_DELAY) and release the fetch lock."""
+        delay = "skip" if skipped else "-" if crawl_delay is None else int(crawl_delay * 1000)
+        return self._run(
+            "ROBOTS_PUT",
+            [self.keys.robots, self.keys.slot_delay, self.keys.crawl_delay,
+             self.keys.robots_lock_prefix + netloc],
+            [netloc, status if rules is not None else "-", delay, slot, rules or b"",
+             self.frontier.delay_ms, "1" if truncated else "0"],
+            "store robots.txt",
+        )
 
-        self.frontier.call(run, "store robots.txt")
+    # --- forgetting finished hosts --------------------------------------------------
+
+    def prune(self, which: str, cursor: bytes | str, count: int, ttl: float, backoff_max: float,
+              keep_slots: list[str]) -> tuple[bytes, int, int]:
+        """One PRUNE slice of hash ``which``: (next cursor, slots pruned, robots.txt pruned)."""
+        cursor, slots, robots = self._run(
+            "PRUNE",
+            [self.keys.robots, self.keys.slot_delay, self.keys.crawl_delay, self.keys.backoff],
+            [which, cursor, count, int(ttl * 1000), int(backoff_max * 1000), *keep_slots],
+            "forget finished hosts",
+        )
+        return cursor, int(slots), int(robots)
 
     def incr(self, field: str, amount: int = 1) -> None:
         self.frontier.call(lambda: self.frontier.client.hincrby(self.keys.stats, field, amount),
