@@ -198,3 +198,9 @@ def test_a_huge_backlog_of_pushes_goes_in_calls_redis_accepts(frontier, monkeypa
     assert len(result.popped) == 9
     stats = frontier.status()["stats"]
     assert stats["acked"] == 1 and stats["enqueued"] == 10 and stats["pending"] == 0
+
+
+def test_a_worker_records_how_it_ended_and_junk_outcomes_are_skipped(frontier):
+    frontier.record_outcome({"reason": "finished", "pages": 3, "error": None})
+    frontier.client.hset(frontier.keys.outcomes, "junk", b"\xff not json")
+    assert frontier.outcomes() == {"w1": {"reason": "finished", "pages": 3, "error": None}}

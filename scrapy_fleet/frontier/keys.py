@@ -73,6 +73,10 @@ class CrawlKeys:
         return self.base + "seeding"
 
     @property
+    def outcomes(self) -> str:
+        return self.base + "outcomes"
+
+    @property
     def stats(self) -> str:
         return self.base + "stats"
 

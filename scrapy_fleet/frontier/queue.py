@@ -7,6 +7,7 @@ raises :class:`RedisUnavailable` with a message naming the server.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -309,6 +310,25 @@ class RedisFrontier:
         return int(self.run_script(
             "LEAVE", [self._lease_key, self.keys.seq, self.keys.workers, self.keys.seeding],
             [self.worker_id], "hand back leased requests"))
+
+    def record_outcome(self, outcome: dict[str, Any]) -> None:
+        """How this worker's run ended (reason, pages, error...), for launchers to read."""
+        self.call(lambda: self.client.hset(self.keys.outcomes, self.worker_id,
+                                           json.dumps(outcome, sort_keys=True)),
+                  "record how this worker ended")
+
+    def outcomes(self) -> dict[str, dict[str, Any]]:
+        """worker id -> the outcome it recorded; junk entries are left out."""
+        raw = self.call(lambda: self.client.hgetall(self.keys.outcomes), "read worker outcomes")
+        found = {}
+        for worker, value in raw.items():
+            try:
+                outcome = json.loads(value)
+            except ValueError:
+                continue
+            if isinstance(outcome, dict):
+                found[_text(worker)] = outcome
+        return found
 
     def set_seeding(self, seeding: bool) -> None:
         """Tell other workers this one is (no longer) feeding start requests."""

@@ -232,6 +232,14 @@ class FleetScheduler(BaseScheduler):
                 self._flush()
                 self._send_totals()
             handed_back = self.frontier.leave()
+            self.frontier.record_outcome({
+                "reason": reason,
+                "pages": int(self.stats.get_value("response_received_count", 0)),
+                "items": int(self.stats.get_value("item_scraped_count", 0)),
+                "error": self.fatal,
+                "exit_status": self.fatal_status if self.fatal is not None else 0,
+                "pid": os.getpid(),
+            })
         except (RedisUnavailable, FrontierFault) as exc:
             logger.error(
                 "Could not hand back leased requests (%s); they return to the queue "
