@@ -23,6 +23,9 @@ setup(
     entry_points={
         "scrapy.commands": [
             "fleet = scrapy_fleet.commands.fleet:Command",
+            # Scrapy's own crawl/runspider, exiting 3/4 when the fleet stopped on a fault
+            "crawl = scrapy_fleet.commands.exitstatus:CrawlCommand",
+            "runspider = scrapy_fleet.commands.exitstatus:RunSpiderCommand",
         ],
     },
 )

@@ -15,3 +15,22 @@ class FatalItemError(Exception):
 # exit statuses of a worker (``scrapy crawl``) that stopped on a fault it cannot fix
 EXIT_REDIS_UNAVAILABLE = 3  # Redis unreachable past FLEET_REDIS_RETRY_TIMEOUT
 EXIT_FATAL = 4  # anything else: output not writable, Redis out of memory, lost crawl state
+
+
+_exit_status = 0
+
+
+def record_exit_status(status: int) -> None:
+    """A fleet component stopped the crawl on a fault: the process must not exit 0.
+
+    Scrapy's exit status only says whether a crawl could start, not how it ended, so the
+    fleet's ``crawl`` and ``runspider`` commands (scrapy_fleet.commands) exit with this.
+    A script that runs a CrawlerProcess itself can read :func:`exit_status`.
+    """
+    global _exit_status
+    _exit_status = _exit_status or status
+
+
+def exit_status() -> int:
+    """The status recorded by :func:`record_exit_status` in this process (0 if none)."""
+    return _exit_status

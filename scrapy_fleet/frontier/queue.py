@@ -290,6 +290,8 @@ class RedisFrontier:
             raise CrawlLost(
                 f"no crawl of {self.keys.spider!r} on {redact(self.url)} to join (this worker "
                 "does not seed): it finished and was wiped, or its data was lost")
+        if status == b"failed" and not fresh and not restart_finished:
+            raise CrawlFailed(f"the crawl failed: {_text(state.get(b'error', b''))}")
         if fresh or status == b"done":
             self.wipe()
             outcome = "fresh" if state else "new"

@@ -18,11 +18,9 @@ feeding start requests, and they have been fed at least once: only then does
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import socket
-import sys
 import time
 import uuid
 import weakref
@@ -39,7 +37,12 @@ from twisted.internet import task
 from twisted.python.failure import Failure
 
 from scrapy_fleet.config import FleetConfig
-from scrapy_fleet.errors import EXIT_FATAL, EXIT_REDIS_UNAVAILABLE, FatalItemError
+from scrapy_fleet.errors import (
+    EXIT_FATAL,
+    EXIT_REDIS_UNAVAILABLE,
+    FatalItemError,
+    record_exit_status,
+)
 from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.dupefilter import FleetDupeFilter
 from scrapy_fleet.frontier.keys import CrawlKeys
@@ -80,13 +83,6 @@ TOTALS = {
     "downloader/exception_count": "download_errors",
 }
 
-
-
-def _exit_with_status(status: int) -> None:
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
 
 
 def slot_of(request: Request) -> str:
@@ -218,7 +214,7 @@ class FleetScheduler(BaseScheduler):
             self._wake_at.cancel()
         if self.fatal is not None:
             # Scrapy's exit status ignores how a spider closed; a fault must not exit 0
-            atexit.register(_exit_with_status, self.fatal_status)
+            record_exit_status(self.fatal_status)
             logger.error("scrapy-fleet: this worker stopped: %s", self.fatal)
         if self.frontier is None:
             return
