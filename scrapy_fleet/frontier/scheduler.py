@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 from scrapy.core.scheduler import BaseScheduler
-from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.defer import deferred_from_coro
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler, load_object
@@ -406,15 +405,11 @@ class FleetScheduler(BaseScheduler):
     # --- seeding (called by FleetStartMiddleware) -----------------------------------
 
     def feed(self, request: Request) -> None:
-        """Enqueue a start request as the engine would, minus a turn of its loop."""
-        assert self.crawler is not None
-        results = self.crawler.signals.send_catch_log(
-            signals.request_scheduled, request=request, spider=self.spider,
-            dont_log=IgnoreRequest,
-        )
-        if any(isinstance(r, Failure) and isinstance(r.value, IgnoreRequest) for _, r in results):
-            return
-        self.enqueue_request(request)
+        """Enqueue a start request through the engine's public ``crawl()``: the
+        request_scheduled signal, then ``enqueue_request`` (a buffered push, sent 64 at a
+        time), then one engine turn scheduled (a no-op while one is pending)."""
+        assert self.crawler is not None and self.crawler.engine is not None
+        self.crawler.engine.crawl(request)
 
     def fail_crawl(self, error: str) -> None:
         """The crawl cannot go on for anyone (its start requests could not be made): mark
