@@ -1,0 +1,110 @@
+"""Reports on a crawl: the summary at the end of a run, and ``scrapy fleet --status``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import IO, Any
+
+from scrapy_fleet.config import FleetConfig
+from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.frontier.queue import RedisFrontier
+from scrapy_fleet.launcher.formatting import duration, number, plural, signal_name, when
+from scrapy_fleet.launcher.policy import EXIT_NOT_FINISHED
+from scrapy_fleet.launcher.workers import Worker
+from scrapy_fleet.redis_server import RedisUnavailable, connect, redact
+
+
+def summary(spider: str, why: str, status: dict[str, Any] | None, status_error: str | None,
+            elapsed: float, workers: Sequence[Worker], output: str | None) -> str:
+    """The end of a run: why, the crawl's totals, each worker, the output file."""
+    lines = [f"--- scrapy fleet {spider}: {why}"]
+    if status is not None:
+        s = status["stats"]
+        pages = s.get("pages", 0)
+        lines.append(
+            f"totals: pages {pages}  items {s.get('items', 0)}  errors {s.get('errors', 0)}  "
+            f"download errors {s.get('download_errors', 0)}  requests {s.get('enqueued', 0)} "
+            f"(+{s.get('duplicate', 0)} duplicates dropped)  reclaimed {s.get('reclaimed', 0)}  "
+            f"requeued {s.get('requeued', 0)}  pending {s.get('pending', 0)}  "
+            f"leased {s.get('leased', 0)}"
+        )
+        state = status["state"]
+        crawl_time = ""
+        started, finished = number(state.get("started_at")), number(state.get("finished_at"))
+        if started and finished:
+            # finished_at is in ms (server time), started_at in s
+            span = finished / 1000 - started
+            if span > 0:
+                crawl_time = f"; whole crawl {duration(span)}"
+        if elapsed > 0:
+            lines.append(f"duration: {duration(elapsed)} ({pages / elapsed:.1f} pages/s "
+                         f"over this run's time{crawl_time})")
+    else:
+        lines.append(f"duration: {duration(elapsed)}; Redis unreachable: {status_error}")
+    for w in workers:
+        pid = w.proc.pid if w.proc else "-"
+        ended = signal_name(w.exit_code) if w.exit_code is not None else "not started"
+        restarts = f", {plural(w.restarts, 'restart')}" if w.restarts else ""
+        lines.append(f"worker {w.slot} (pid {pid}): {ended}, {w.reason or 'no close reason'}, "
+                     f"{w.pages} pages{restarts}; log {w.log_path}")
+    if output:
+        lines.append(f"output: {os.path.abspath(output % {'name': spider})}")
+    return "\n".join(lines)
+
+
+def format_status(spider: str, url: str, status: dict[str, Any]) -> str:
+    """``scrapy fleet SPIDER --status``: the crawl's state, queue, totals and workers."""
+    state, stats = status["state"], status["stats"]
+    if not state and not stats and not status["workers"]:
+        return f"No crawl of {spider!r} on {redact(url)}."
+    lines = [f"Crawl of {spider!r} on {redact(url)}: {state.get('status', 'unknown')}"]
+    lines.append(f"  started   {when(state.get('started_at'))}")
+    if number(state.get("finished_at")):
+        lines.append(f"  finished  {when(str(number(state['finished_at']) / 1000))}")
+    lines.append(f"  seeded    {'yes' if state.get('seeded') == '1' else 'not yet (start requests still being fed)'}")
+    lines.append(f"  pending {stats.get('pending', 0)}  leased {stats.get('leased', 0)}  "
+                 f"seen {status['seen']}")
+    names = ["pages", "items", "errors", "download_errors", "enqueued", "duplicate", "popped",
+             "acked", "reclaimed", "requeued", "invalid"]
+    lines.append("  totals  " + "  ".join(f"{n} {stats.get(n, 0)}" for n in names))
+    workers = status["workers"]
+    alive = sum(1 for w in workers if w["alive"])
+    lines.append(f"  workers {len(workers)} ({alive} alive)")
+    for w in sorted(workers, key=lambda w: w["id"]):
+        flags = ("alive" if w["alive"] else "dead (its leases are reclaimed)") + \
+                (", seeding" if w["seeding"] else "")
+        lines.append(f"    {w['id']:<40} last heartbeat {w['last_heartbeat_s']:.1f} s ago, {flags}")
+    return "\n".join(lines)
+
+
+def print_status(spider: str, config: FleetConfig, *, as_json: bool = False,
+                 out: IO[str] | None = None) -> int:
+    """Print a crawl's status without joining it; 0, or 1 when Redis cannot be reached."""
+    out = out or sys.stdout
+    url = config.redis_url
+    if url is None:
+        from scrapy_fleet.redis_server import answers, embedded_url, socket_path
+
+        if not answers(socket_path(config.data_dir)):
+            out.write(f"No crawl: the embedded Redis of {os.path.abspath(config.data_dir)} "
+                      "is not running (set REDIS_URL for a shared one).\n")
+            return EXIT_NOT_FINISHED
+        url = embedded_url(config.data_dir)
+    try:
+        frontier = RedisFrontier(connect(url), CrawlKeys(config.key_prefix, spider), "status",
+                                 url=url, lease_timeout=config.lease_timeout, retry_timeout=2.0)
+        try:
+            status = frontier.status()
+        finally:
+            frontier.client.close()
+    except RedisUnavailable as exc:
+        out.write(f"scrapy fleet: {exc}\n")
+        return EXIT_NOT_FINISHED
+    if as_json:
+        out.write(json.dumps({"spider": spider, "redis": redact(url), **status}, indent=2) + "\n")
+    else:
+        out.write(format_status(spider, url, status) + "\n")
+    return 0

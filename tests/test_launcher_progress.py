@@ -1,0 +1,58 @@
+"""The progress line: redrawn in place on a terminal, a plain line now and then otherwise."""
+
+from __future__ import annotations
+
+import io
+
+from scrapy_fleet.launcher.progress import Progress
+
+STATUS = {
+    "stats": {"pages": 12, "items": 10, "errors": 1, "pending": 5, "leased": 2, "acked": 0},
+    "workers": [{"alive": True}, {"alive": False}],
+}
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_line_says_the_whole_crawl():
+    progress = Progress(io.StringIO(), "links", 5)
+    line = progress.line(STATUS, None, 1, progress.started + 83)
+    assert line == ("[links] 0:01:23  pages 12  items 10  errors 1  0.0 pages/s  pending 5  "
+                    "leased 2  workers 1 alive (1 here)")
+    later = {**STATUS, "stats": {**STATUS["stats"], "acked": 20}}
+    assert "2.0 pages/s" in progress.line(later, None, 1, progress.started + 93)
+
+
+def test_redis_unreachable_is_said_on_the_line():
+    progress = Progress(io.StringIO(), "links", 5)
+    line = progress.line(None, "Connection refused", 3, progress.started)
+    assert line == "[links] 0:00:00  Redis unreachable (Connection refused); 3 local workers running"
+
+
+def test_a_terminal_gets_one_line_redrawn_and_messages_above_it():
+    out = Terminal()
+    progress = Progress(out, "links", 5)
+    progress.show(STATUS, None, 1, progress.started)
+    progress.show(STATUS, None, 1, progress.started + 1)
+    progress.say("worker 1 died")
+    progress.show(STATUS, None, 1, progress.started + 2)
+    progress.end()
+    text = out.getvalue()
+    assert text.count("\n") == 2  # the message, and the end of the last progress line
+    assert text.startswith("\r[links] 0:00:00") and "\r[links] 0:00:01" in text
+    assert "\rworker 1 died\n\r[links] 0:00:02" in text
+    assert text.endswith("(1 here)\n")
+
+
+def test_a_pipe_gets_a_plain_line_every_interval():
+    out = io.StringIO()
+    progress = Progress(out, "links", 5)
+    for second in range(12):
+        progress.show(STATUS, None, 1, progress.started + second)
+    progress.end()
+    lines = out.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == ["0:00:00", "0:00:05", "0:00:10"]
+    assert "\r" not in out.getvalue()
