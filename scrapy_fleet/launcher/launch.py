@@ -40,7 +40,8 @@ class Launcher:
         if isinstance(opened, int):
             return opened
         # one seeder, unless joining or the start requests are all in already
-        workers = [Worker(slot=slot, seed=slot == 1 and not self.options.join and not opened.seeded)
+        workers = [Worker(slot=slot, seed=slot == 1 and not self.options.join and not opened.seeded,
+                          older_outcomes=opened.outcome_ids)
                    for slot in range(1, self.options.workers + 1)]
         watch = CrawlWatch(opened.url, self.keys, self.config)
         try:

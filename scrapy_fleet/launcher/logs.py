@@ -38,14 +38,3 @@ def log_tail(path: Path | None, lines: int = 5) -> str:
     last = [line for line in text.splitlines() if line.strip()][-lines:]
     return "\n".join("    | " + line[:200] for line in last)
 
-
-_CLOSED_RE = re.compile(r"Spider closed \(([^)]*)\)")
-_PAGES_RE = re.compile(r"'response_received_count': (\d+)")
-
-
-def logged_close(path: Path | None) -> tuple[str | None, int]:
-    """The close reason and page count of the worker's last run, from its stats dump."""
-    run = _last_run(path)
-    reasons = _CLOSED_RE.findall(run)
-    pages = _PAGES_RE.findall(run)
-    return (reasons[-1] if reasons else None), (int(pages[-1]) if pages else 0)

@@ -23,6 +23,7 @@ from scrapy_fleet.redis_server import RedisUnavailable, redact, resolve_url
 class OpenedCrawl:
     url: str  # the Redis the workers are to use (the embedded one is running by now)
     seeded: bool  # every start request is in the frontier already: nobody seeds
+    outcome_ids: frozenset[str]  # outcomes recorded before this launch (not its workers')
 
 
 def open_crawl(options: LaunchOptions, config: FleetConfig, keys: CrawlKeys,
@@ -70,9 +71,10 @@ def open_crawl(options: LaunchOptions, config: FleetConfig, keys: CrawlKeys,
             frontier.create(options.spider_class)
         for warning in frontier.durability_warnings():
             say(f"warning: {warning}")
+        outcome_ids = frozenset(frontier.outcomes())
     except (RedisUnavailable, FrontierFault) as exc:
         say(f"scrapy fleet: {exc}")
         return EXIT_USAGE
     finally:
         frontier.client.close()  # no connection is held while the children start
-    return OpenedCrawl(url=url, seeded=state.get("seeded") == "1")
+    return OpenedCrawl(url=url, seeded=state.get("seeded") == "1", outcome_ids=outcome_ids)

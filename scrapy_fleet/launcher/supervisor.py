@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from scrapy_fleet.config import FleetConfig
-from scrapy_fleet.errors import EXIT_FATAL, EXIT_REDIS_UNAVAILABLE
 from scrapy_fleet.launcher.formatting import plural, signal_name
-from scrapy_fleet.launcher.logs import log_tail, logged_close, logged_fault
+from scrapy_fleet.launcher.logs import log_tail, logged_fault
 from scrapy_fleet.launcher.options import LaunchOptions
+from scrapy_fleet.launcher.outcomes import Outcome, find_outcome
 from scrapy_fleet.launcher.policy import RunEnd
 from scrapy_fleet.launcher.progress import Progress
 from scrapy_fleet.launcher.watch import CrawlWatch
@@ -30,9 +30,6 @@ from scrapy_fleet.launcher.workers import Worker, send, start_worker
 POLL = 0.2  # s between looks at the children
 STATUS_EVERY = 1.0  # s between reads of the crawl status in Redis
 KILL_AFTER = 3.0  # s from the second signal's forced stop to SIGKILL
-# exit statuses of a worker that stopped on a fault it reported (Redis gone or full, output
-# not writable, the crawl lost or failed): a restart would only meet it again
-FAULTS = (EXIT_REDIS_UNAVAILABLE, EXIT_FATAL)
 
 
 class Supervisor:
@@ -116,28 +113,52 @@ class Supervisor:
     # --- children -------------------------------------------------------------------
 
     def _start(self, worker: Worker) -> None:
+        if worker.restarts:
+            # what is recorded now is older than this run, even under a reused pid
+            known = self.watch.outcomes()
+            if known is not None:
+                worker.older_outcomes = frozenset(known)
         start_worker(worker, self.options, self.python, self.log_dir)
+
+    def _outcome(self, worker: Worker) -> Outcome | None:
+        """What the worker that has just exited recorded in Redis as it closed, if anything."""
+        assert worker.proc is not None
+        outcomes = self.watch.outcomes()
+        if not outcomes:
+            return None
+        found = find_outcome(outcomes, worker.proc.pid, ignore=worker.older_outcomes)
+        if found is None:
+            return None
+        worker.older_outcomes |= {found[0]}  # the slot's next run must not take it again
+        return found[1]
 
     def on_exit(self, worker: Worker, code: int) -> None:
         assert worker.proc is not None
-        worker.exit_code = code
-        worker.reason, pages = logged_close(worker.log_path)
-        worker.pages += pages
+        outcome = self._outcome(worker)
+        worker.ended(code, outcome)
+        if worker.faulted and worker.error is None:
+            # it could record nothing (Redis unreachable, its crawl lost): its log says
+            # which fault it stopped on
+            worker.error = (logged_fault(worker.log_path) if outcome is None else None) \
+                or signal_name(worker.fault_status or code)
         pid = worker.proc.pid
         if self.stopping:
             return
-        if code == 0:
+        if code == 0 and not worker.faulted:
             if worker.reason not in (None, "finished"):
                 self.say(f"worker {worker.slot} (pid {pid}) stopped: {worker.reason}")
             return
         status = self.read_status()
         done = bool(status and status["state"].get("status") == "done")
         what = f"worker {worker.slot} (pid {pid}) died with {signal_name(code)}"
-        if code in FAULTS and not done:
+        if worker.faulted and not done:
             worker.gave_up = True
-            worker.error = logged_fault(worker.log_path) or signal_name(code)
             self.say(f"worker {worker.slot} (pid {pid}) stopped on an error: {worker.error}")
             self.stop_all("a worker stopped on an error")
+            return
+        if code == 0:  # a fault, but after the end: there is nothing left to restart for
+            self.say(f"worker {worker.slot} (pid {pid}) stopped on an error after the crawl "
+                     f"finished: {worker.error}")
             return
         if done or worker.restarts >= self.options.max_restarts:
             worker.gave_up = not done

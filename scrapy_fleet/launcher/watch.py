@@ -1,4 +1,4 @@
-"""The launcher's view of the crawl in Redis.
+"""The launcher's view of the crawl in Redis: its status and how its workers ended.
 
 The launcher never crawls: it only reads. It keeps one connection, opened on first use,
 and a read that fails (Redis away) answers None instead of raising, so that the progress
@@ -52,6 +52,10 @@ class CrawlWatch:
     def status(self) -> dict[str, Any] | None:
         """The crawl's status (RedisFrontier.status), or None if Redis cannot be read."""
         return self._read("status")
+
+    def outcomes(self) -> dict[str, dict[str, Any]] | None:
+        """Worker id -> the outcome it recorded when it closed, or None if unreadable."""
+        return self._read("outcomes")
 
     def close(self) -> None:
         if self._frontier is not None:

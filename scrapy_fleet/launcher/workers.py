@@ -14,10 +14,15 @@ from datetime import datetime
 from pathlib import Path
 
 from scrapy_fleet.config import split_secret_settings, worker_environment
+from scrapy_fleet.errors import EXIT_FATAL, EXIT_REDIS_UNAVAILABLE
 from scrapy_fleet.launcher.options import LaunchOptions
+from scrapy_fleet.launcher.outcomes import Outcome
 from scrapy_fleet.launcher.policy import WorkerEnd
 
 RUN_MARK = "--- scrapy fleet: worker"  # starts each run's part of a slot's log
+# exit statuses of a worker that stopped on a fault it reported (Redis gone or full, output
+# not writable, the crawl lost or failed): a restart would only meet it again
+FAULTS = (EXIT_REDIS_UNAVAILABLE, EXIT_FATAL)
 
 
 @dataclass
@@ -28,16 +33,35 @@ class Worker:
     log_path: Path | None = None
     restarts: int = 0
     started: float = 0.0
+    # outcome ids in Redis from before this run started: not this run's, whatever their pid
+    older_outcomes: frozenset[str] = frozenset()
     exit_code: int | None = None
     reason: str | None = None  # Scrapy's close reason of the last run
     pages: int = 0  # pages this slot fetched, over all its runs
-    gave_up: bool = False
+    fault_status: int | None = None  # 3 or 4 if the last run stopped on a fault
     error: str | None = None  # the fault it stopped on
+    gave_up: bool = False
     stuck: bool = False  # still running long after the crawl was done: stopped by us
 
     @property
     def running(self) -> bool:
         return self.proc is not None and self.exit_code is None
+
+    @property
+    def faulted(self) -> bool:
+        return self.fault_status is not None
+
+    def ended(self, code: int, outcome: Outcome | None) -> None:
+        """Take in how the last run ended: its exit code and what it recorded, if anything."""
+        self.exit_code = code
+        self.reason = outcome.reason if outcome else None
+        self.pages += outcome.pages if outcome else 0
+        self.error = outcome.error if outcome else None
+        # Scrapy's own crawl command exits 0 whatever happened: the recorded status counts
+        recorded = outcome.exit_status if outcome else 0
+        self.fault_status = next((s for s in (code, recorded) if s in FAULTS), None)
+        if self.error is not None and self.fault_status is None:
+            self.fault_status = EXIT_FATAL
 
     def end(self) -> WorkerEnd:
         return WorkerEnd(slot=self.slot, exit_code=self.exit_code, reason=self.reason,
@@ -74,8 +98,7 @@ def start_worker(worker: Worker, options: LaunchOptions, python: str, log_dir: P
             # the secret -s settings go by environment, not on the command line
             env=worker_environment(options.setting_args),
         )
-    worker.exit_code = None
-    worker.reason = None
+    worker.exit_code = worker.reason = worker.error = worker.fault_status = None
     worker.started = time.monotonic()
 
 
