@@ -40,7 +40,7 @@ from fleet_examples.toplist import (
     open_list_lines,
     store_download,
 )
-from scrapy_fleet.frontier.scheduler import FleetScheduler
+from scrapy_fleet.api import on_fleet_frontier
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class AlexaSpider(scrapy.Spider):
         queued = 0
         # On the fleet frontier, start requests go straight to Redis (the shared queue is
         # the place for the list); only a plain Scrapy scheduler needs the pacing below.
-        on_fleet = FleetScheduler.of(self.crawler) is not None
+        on_fleet = on_fleet_frontier(self.crawler)
         for row in iter_rows(open_list_lines(path)):
             if isinstance(row, SkippedRow):
                 self.skip_row(row)
