@@ -204,3 +204,25 @@ def test_a_worker_records_how_it_ended_and_junk_outcomes_are_skipped(frontier):
     frontier.record_outcome({"reason": "finished", "pages": 3, "error": None})
     frontier.client.hset(frontier.keys.outcomes, "junk", b"\xff not json")
     assert frontier.outcomes() == {"w1": {"reason": "finished", "pages": 3, "error": None}}
+
+
+def test_on_the_reactor_an_outage_never_sleeps_and_ends_at_the_deadline(own_redis, key_prefix):
+    """wait=False (the scheduler's calls): no sleep, RedisRetryLater until the deadline of
+    the outage (not of one call), then RedisUnavailable for every caller until Redis is back."""
+    from scrapy_fleet.frontier.queue import RedisRetryLater
+    from scrapy_fleet.redis_server import RedisUnavailable, connect
+
+    frontier = RedisFrontier(connect(own_redis.url), CrawlKeys(key_prefix, "spider"), "w1",
+                             url=own_redis.url, retry_timeout=0.3)
+    frontier.open(fresh=False)
+    own_redis.stop()
+    with pytest.raises(RedisRetryLater) as later:
+        frontier.flush(pop=1, wait=False)
+    assert 0 < later.value.pause <= 1.0
+    time.sleep(0.35)  # past the outage's deadline (the thing under test is a deadline)
+    with pytest.raises(RedisUnavailable):
+        frontier.flush(pop=1, wait=False)
+    with pytest.raises(RedisUnavailable):  # a blocking caller gives up too, without waiting
+        frontier.heartbeat()
+    own_redis.start()
+    assert frontier.flush(pop=1, wait=False).popped == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
@@ -22,6 +23,14 @@ from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.redis_server import RedisUnavailable, redact
 
 logger = logging.getLogger(__name__)
+
+
+class RedisRetryLater(Exception):
+    """Redis is away (or full), the deadline not yet passed: try again on a later turn."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__(f"Redis is away; try again in {pause:.2f} s")
+        self.pause = pause
 
 
 class FrontierFault(RuntimeError):
@@ -106,6 +115,10 @@ class RedisFrontier:
         self._common_args: list[Any] = [k.queue_prefix, self.cap]
         self._lease_key = k.lease(worker_id)
         self.crawl_id: str | None = None  # set by open(): this crawl's id (a new crawl, a new id)
+        self._down_since: float | None = None  # monotonic time of the outage's first failure
+        self._attempts = 0
+        self._reconnecting = threading.Lock()
+        self._reconcile = False  # a FLUSH with a pop failed mid-call: leases to check
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -134,10 +147,15 @@ class RedisFrontier:
         for script in self._scripts.values():
             self.client.script_load(script.script)
 
-    def call(self, operation: Callable[[], T], what: str) -> T:
-        """Run ``operation``, retrying while Redis is unreachable, up to the deadline."""
-        started = time.monotonic()
-        attempt = 0
+    def call(self, operation: Callable[[], T], what: str, *, wait: bool = True) -> T:
+        """Run ``operation`` while Redis is away (or full) for at most the retry deadline.
+
+        The deadline runs from the first failure of the outage, across calls. With
+        ``wait`` (start-up, shutdown, tools without a reactor) this call sleeps between
+        attempts; without it (the scheduler, on the reactor thread, which must never
+        sleep) it raises :class:`RedisRetryLater` at once and the caller tries again on a
+        later turn. Past the deadline: :class:`RedisUnavailable` or :class:`RedisOutOfMemory`.
+        """
         reloads = 0
         while True:
             try:
@@ -147,7 +165,7 @@ class RedisFrontier:
                 if reloads >= 3:
                     raise
                 reloads += 1
-                self.call(self._load_scripts, "load the frontier's scripts")
+                self.call(self._load_scripts, "load the frontier's scripts", wait=wait)
             except redis.AuthenticationError as exc:
                 # a wrong password never gets right by waiting: fail at once
                 raise RedisUnavailable(
@@ -157,37 +175,61 @@ class RedisFrontier:
                 if not _is_oom(exc):
                     raise
                 # out of memory: other workers' acks may free some; then give up clearly
-                waited = time.monotonic() - started
-                if waited >= self.retry_timeout:
-                    raise RedisOutOfMemory(self._oom_message(what)) from exc
-                if attempt == 0:
-                    logger.warning("%s; retrying for up to %.0f s",
-                                   self._oom_message(what), self.retry_timeout)
-                attempt += 1
-                time.sleep(min(1.0, 0.05 * 2**attempt, max(0.0, self.retry_timeout - waited)))
+                self._outage(what, exc, oom=True, wait=wait)
             except _TRANSIENT as exc:
-                waited = time.monotonic() - started
-                if waited >= self.retry_timeout:
-                    raise RedisUnavailable(
-                        f"Redis at {redact(self.url)} unreachable for {waited:.0f} s "
-                        f"while trying to {what}: {exc}"
-                    ) from exc
-                if attempt == 0:
-                    logger.warning(
-                        "Redis at %s unreachable (%s); retrying for up to %.0f s",
-                        redact(self.url), exc, self.retry_timeout,
-                    )
-                if self._on_connection_lost is not None:
-                    try:
-                        self._on_connection_lost()
-                    except Exception as hook_exc:  # keep retrying; report the cause
-                        logger.debug("reconnect hook failed: %s", hook_exc)
-                attempt += 1
-                time.sleep(min(1.0, 0.05 * 2**attempt, max(0.0, self.retry_timeout - waited)))
+                self._outage(what, exc, oom=False, wait=wait)
             else:
-                if attempt:
-                    logger.warning("Redis at %s is back after %d retries", redact(self.url), attempt)
+                if self._down_since is not None:
+                    logger.warning("Redis at %s is back after %.1f s", redact(self.url),
+                                   time.monotonic() - self._down_since)
+                    self._down_since = None
+                    self._attempts = 0
                 return result
+
+    def _outage(self, what: str, exc: Exception, *, oom: bool, wait: bool) -> None:
+        """One failed attempt: give up past the deadline, else wait (or not) for the next."""
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            self._attempts = 0
+            logger.warning("%s; retrying for up to %.0f s",
+                           self._oom_message(what) if oom else
+                           f"Redis at {redact(self.url)} unreachable ({exc})", self.retry_timeout)
+        waited = now - self._down_since
+        if waited >= self.retry_timeout:
+            # the outage lasts until a call succeeds: every caller from now on gives up
+            # at once (resetting here would let one caller's retries restart the clock)
+            if oom:
+                raise RedisOutOfMemory(self._oom_message(what)) from exc
+            raise RedisUnavailable(
+                f"Redis at {redact(self.url)} unreachable for {waited:.0f} s "
+                f"while trying to {what}: {exc}"
+            ) from exc
+        if not oom and self._on_connection_lost is not None:
+            self._reconnect(background=not wait)
+        self._attempts += 1
+        pause = min(1.0, 0.05 * 2**self._attempts, max(0.0, self.retry_timeout - waited))
+        if not wait:
+            raise RedisRetryLater(pause) from exc
+        time.sleep(pause)
+
+    def _reconnect(self, *, background: bool) -> None:
+        """Run the connection-lost hook (restart the embedded server): in a thread when
+        the caller must not block, one at a time."""
+        def run() -> None:
+            try:
+                self._on_connection_lost()  # type: ignore[misc]
+            except Exception as hook_exc:  # keep retrying; report the cause
+                logger.debug("reconnect hook failed: %s", hook_exc)
+            finally:
+                self._reconnecting.release()
+
+        if not self._reconnecting.acquire(blocking=False):
+            return
+        if background:
+            threading.Thread(target=run, name="fleet-redis-reconnect", daemon=True).start()
+        else:
+            run()
 
     def _oom_message(self, what: str) -> str:
         used, limit = "?", "?"
@@ -297,19 +339,13 @@ class RedisFrontier:
 
         return self.call(run, "wipe the previous crawl")
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, *, wait: bool = True) -> None:
         self.call(
             lambda: self._scripts["HEARTBEAT"](
                 keys=[self.keys.workers], args=[self.worker_id], client=self.client
             ),
-            "send a heartbeat",
+            "send a heartbeat", wait=wait,
         )
-
-    def leave(self) -> int:
-        """Hand back everything this worker holds and deregister it."""
-        return int(self.run_script(
-            "LEAVE", [self._lease_key, self.keys.seq, self.keys.workers, self.keys.seeding],
-            [self.worker_id], "hand back leased requests"))
 
     def record_outcome(self, outcome: dict[str, Any]) -> None:
         """How this worker's run ended (reason, pages, error...), for launchers to read."""
@@ -330,7 +366,7 @@ class RedisFrontier:
                 found[_text(worker)] = outcome
         return found
 
-    def set_seeding(self, seeding: bool) -> None:
+    def set_seeding(self, seeding: bool, *, wait: bool = True) -> None:
         """Tell other workers this one is (no longer) feeding start requests."""
         def run() -> None:
             pipe = self.client.pipeline(transaction=True)
@@ -341,7 +377,7 @@ class RedisFrontier:
                 pipe.srem(self.keys.seeding, self.worker_id)
             pipe.execute()
 
-        self.call(run, "record seeding")
+        self.call(run, "record seeding", wait=wait)
 
     # --- the hot path ---------------------------------------------------------------
 
@@ -352,6 +388,8 @@ class RedisFrontier:
         invalid: Collection[str] = (),
         pop: int = 0,
         held: Collection[str] = (),
+        *,
+        wait: bool = True,
     ) -> FlushResult:
         """Pushes, then acks, then a pop: one script, so one atomic round trip.
 
@@ -371,8 +409,8 @@ class RedisFrontier:
             # accepts (client-query-buffer-limit); acks ride with the last, after every child
             flags: list[bool] = []
             for chunk in chunks[:-1]:
-                flags += self.flush(chunk).pushed
-            last = self.flush(chunks[-1], acks, invalid, pop, held)
+                flags += self.flush(chunk, wait=wait).pushed
+            last = self.flush(chunks[-1], acks, invalid, pop, held, wait=wait)
             last.pushed = flags + last.pushed
             return last
         args: list[Any] = [self.crawl_id, len(pushes), len(acks), len(invalid), pop,
@@ -382,17 +420,16 @@ class RedisFrontier:
         args += [*acks, *invalid]
         keys = [self.keys.seq, self.keys.seen, self._lease_key, self.keys.workers,
                 self.keys.slot_delay, self.keys.state]
-        failed = False
 
         def run() -> list[Any]:
-            nonlocal failed
             try:
                 return self._script("FLUSH", keys, args)
             except _TRANSIENT:
-                failed = True  # the script may have run: reconcile leases afterwards
+                if pop:
+                    self._reconcile = True  # the script may have run: check leases after
                 raise
 
-        reply = self.call(run, "update the frontier")
+        reply = self.call(run, "update the frontier", wait=wait)
         if reply[0] == b"lost":
             raise CrawlLost(self._lost_message(_text(reply[1]) and "replaced by another crawl"
                                                or "the crawl state is gone"))
@@ -401,8 +438,10 @@ class RedisFrontier:
         if lost:
             raise CrawlLost(self._lost_message(
                 f"{len(lost)} queued requests have no stored payload (evicted?)"))
-        if failed and pop:
-            self._hand_back_unknown({*held, *(i for i, _ in popped)})
+        if self._reconcile and pop:
+            # a pop whose answer was lost may have leased ids nobody here knows of
+            self._reconcile = False
+            self._hand_back_unknown({*held, *(i for i, _ in popped)}, wait=wait)
         return FlushResult([bool(x) for x in flags], popped,
                            None if due_ms < 0 else due_ms / 1000, [_text(j) for j in junk])
 
@@ -413,24 +452,24 @@ class RedisFrontier:
                 "Its queue cannot be trusted; start it again (the output keeps what was "
                 "written)")
 
-    def _hand_back_unknown(self, known: set[str]) -> None:
-        leased = self.call(lambda: self.client.hkeys(self._lease_key), "list leases")
+    def _hand_back_unknown(self, known: set[str], *, wait: bool = True) -> None:
+        leased = self.call(lambda: self.client.hkeys(self._lease_key), "list leases", wait=wait)
         unknown = [_text(i) for i in leased if _text(i) not in known]
         if unknown:
             logger.warning("Handing back %d leases lost in a failed round trip", len(unknown))
-            self.requeue(unknown)
+            self.requeue(unknown, wait=wait)
 
-    def requeue(self, ids: Collection[str]) -> int:
+    def requeue(self, ids: Collection[str], *, wait: bool = True) -> int:
         if not ids:
             return 0
         return int(self.call(
             lambda: self._script("REQUEUE", [self._lease_key, self.keys.seq], list(ids)),
-            "requeue requests"
+            "requeue requests", wait=wait,
         ))
 
     # --- liveness and the end of the crawl -----------------------------------------
 
-    def reclaim(self) -> list[tuple[str, int]]:
+    def reclaim(self, *, wait: bool = True) -> list[tuple[str, int]]:
         """Give the leases of workers with stale heartbeats back to the queue."""
         flat = self.call(
             lambda: self._script(
@@ -438,11 +477,11 @@ class RedisFrontier:
                 [self.keys.workers, self.keys.seeding, self.keys.seq],
                 [self.keys.lease_prefix, self.lease_timeout_ms],
             ),
-            "reclaim dead workers' requests",
+            "reclaim dead workers' requests", wait=wait,
         )
         return [(_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
-    def check_finished(self, *, keep_alive: bool = False) -> FinishCheck:
+    def check_finished(self, *, keep_alive: bool = False, wait: bool = True) -> FinishCheck:
         raw = self.call(
             lambda: self._script(
                 "CHECK_FINISHED",
@@ -450,11 +489,11 @@ class RedisFrontier:
                 [self.lease_timeout_ms, self.worker_id, "1" if keep_alive else "0",
                  self.crawl_id or "", self.keys.lease_prefix],
             ),
-            "check whether the crawl is finished",
+            "check whether the crawl is finished", wait=wait,
         )
         return FinishCheck(_text(raw[0]), *(int(x) for x in raw[1:5]), detail=_text(raw[5]))
 
-    def add_totals(self, deltas: dict[str, int]) -> None:
+    def add_totals(self, deltas: dict[str, int], *, wait: bool = True) -> None:
         """Add this worker's counters (pages, items, errors...) to the crawl's totals."""
         deltas = {k: v for k, v in deltas.items() if v}
         if not deltas:
@@ -473,7 +512,7 @@ class RedisFrontier:
                 elif isinstance(result, Exception):
                     raise result
 
-        self.call(run, "update totals")
+        self.call(run, "update totals", wait=wait)
 
     def status(self) -> dict[str, Any]:
         """A snapshot of the crawl for humans: counters, state and workers."""

@@ -51,6 +51,7 @@ from scrapy_fleet.frontier.queue import (
     PushEntry,
     RedisFrontier,
     RedisOutOfMemory,
+    RedisRetryLater,
 )
 from scrapy_fleet.redis_server import (
     RedisUnavailable,
@@ -130,6 +131,8 @@ class FleetScheduler(BaseScheduler):
         self._acks: list[str] = []
         self._invalid: list[str] = []
         self._seeding = False
+        self._seed_end: str | None = None  # "complete"/"aborted": not yet told to Redis
+        self._retry_at = 0.0  # Redis away: no round trip before this (monotonic)
         self._empty_until = 0.0
         self._last_beat = 0.0
         self._totals_sent: dict[str, int] = {}
@@ -229,8 +232,8 @@ class FleetScheduler(BaseScheduler):
             if not isinstance(self._fault, RedisOutOfMemory):
                 # what is done is acknowledged; out of memory, the same script would only
                 # fail again: those requests go back to the queue instead and run again
-                self._flush()
-                self._send_totals()
+                self._flush(wait=True)
+                self._send_totals(wait=True)
             handed_back = self.frontier.leave()
             self.frontier.record_outcome({
                 "reason": reason,
@@ -318,14 +321,17 @@ class FleetScheduler(BaseScheduler):
             self._wake_at.cancel()
         self._wake_at = reactor.callLater(seconds, self._wake_engine)
 
-    def _flush(self, pop: int = 0) -> FlushResult:
+    def _flush(self, pop: int = 0, *, wait: bool = False) -> FlushResult:
+        """One round trip; on the reactor thread (``wait`` off) it never sleeps: while
+        Redis is away it raises RedisRetryLater and the buffers are kept for next time."""
         assert self.frontier is not None
         pushes, requests = self._pushes, self._push_requests
         acks, invalid = self._acks, self._invalid
         self._pushes, self._push_requests, self._acks, self._invalid = [], [], [], []
         try:
             result = self.frontier.flush(
-                pushes, acks, invalid, pop=pop, held=self._held | {i for i, _ in self._buffer}
+                pushes, acks, invalid, pop=pop, held=self._held | {i for i, _ in self._buffer},
+                wait=wait,
             )
         except BaseException:
             # keep everything for the next attempt (or for the lease timeout to recover)
@@ -427,18 +433,22 @@ class FleetScheduler(BaseScheduler):
         self._guarded(lambda: self.frontier.set_seeding(True))
 
     def end_seeding(self, *, complete: bool) -> None:
-        """Start requests are all in the frontier (or the feed was aborted)."""
-        assert self.frontier is not None
-
-        def run() -> None:
-            self._flush()
-            if complete:
-                self.frontier.set_seeding(False)
-            else:
-                self.frontier.client.srem(self.frontier.keys.seeding, self.worker_id)
-
+        """Start requests are all in the frontier (or the feed was aborted). Sent now or,
+        while Redis is away, by a later tick: the crawl cannot end without it."""
         self._seeding = False
-        self._guarded(run)
+        self._seed_end = "complete" if complete else "aborted"
+        self._guarded(self._send_seed_end)
+
+    def _send_seed_end(self) -> None:
+        assert self.frontier is not None
+        self._flush()
+        if self._seed_end == "complete":
+            self.frontier.set_seeding(False, wait=False)
+        elif self._seed_end == "aborted":
+            self.frontier.call(lambda: self.frontier.client.srem(self.frontier.keys.seeding,
+                                                                 self.worker_id),
+                               "record seeding", wait=False)
+        self._seed_end = None
 
     # --- the periodic tick ----------------------------------------------------------
 
@@ -449,12 +459,14 @@ class FleetScheduler(BaseScheduler):
     def _tick_once(self) -> None:
         assert self.frontier is not None
         now = time.monotonic()
+        if self._seed_end is not None:
+            self._send_seed_end()
         if self._pushes or self._acks or self._invalid:
             self._flush()
         if now - self._last_beat >= self.config.heartbeat_interval:
+            self.frontier.heartbeat(wait=False)
             self._last_beat = now
-            self.frontier.heartbeat()
-            for worker, count in self.frontier.reclaim():
+            for worker, count in self.frontier.reclaim(wait=False):
                 logger.warning(
                     "Worker %s stopped heartbeating; %d of its requests are back in the queue",
                     worker, count,
@@ -463,9 +475,9 @@ class FleetScheduler(BaseScheduler):
             self._send_totals()
         if self._buffer or self.finished:
             return
-        if not (self._held or self._seeding):
+        if not (self._held or self._seeding or self._seed_end):
             # locally idle: is the whole crawl finished?
-            check = self.frontier.check_finished(keep_alive=self.config.keep_alive)
+            check = self.frontier.check_finished(keep_alive=self.config.keep_alive, wait=False)
             if check.status == "lost":
                 raise CrawlLost(self.frontier._lost_message(check.detail))
             if check.status == "failed":
@@ -477,11 +489,11 @@ class FleetScheduler(BaseScheduler):
         self._empty_until = 0.0
         self._wake_engine()
 
-    def _send_totals(self) -> None:
+    def _send_totals(self, *, wait: bool = False) -> None:
         assert self.frontier is not None
         current = {field: int(self.stats.get_value(stat, 0)) for stat, field in TOTALS.items()}
         deltas = {f: v - self._totals_sent.get(f, 0) for f, v in current.items()}
-        self.frontier.add_totals(deltas)
+        self.frontier.add_totals(deltas, wait=wait)
         self._totals_sent = current
 
     def _wake_engine(self) -> None:
@@ -500,8 +512,12 @@ class FleetScheduler(BaseScheduler):
         """
         if self.fatal is not None:
             return  # already stopping; don't wait out the deadline again on every call
+        if time.monotonic() < self._retry_at:
+            return  # Redis is away: the next attempt is due later (the tick comes back)
         try:
             operation()
+        except RedisRetryLater as later:
+            self._retry_at = time.monotonic() + later.pause
         except (RedisUnavailable, FrontierFault) as exc:
             self._fail(str(exc), exc)
         except Exception as exc:  # noqa: BLE001 - see the docstring
