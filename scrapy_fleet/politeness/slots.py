@@ -28,6 +28,7 @@ from scrapy_fleet.politeness import frontier_of, sleep, slot_of
 from scrapy_fleet.politeness.config import PolitenessConfig
 from scrapy_fleet.politeness.prune import HostStatePruner
 from scrapy_fleet.politeness.store import PolitenessStore
+from scrapy_fleet.scrapy_internals import clear_local_delay, local_slot
 
 if TYPE_CHECKING:
     from scrapy import Request, Spider
@@ -131,11 +132,10 @@ class FleetSlotsMiddleware:
     def _reached_downloader(self, request: Request, spider: Spider | None = None) -> None:
         if frontier_of(self.crawler) is None:
             return
-        engine = self.crawler.engine
-        slot = engine.downloader.slots.get(request.meta.get("download_slot", "")) if engine else None
-        if slot is not None and (slot.delay or slot.jitter):
-            slot.delay = 0.0
-            slot.jitter = 0.0
+        # the downloader has just put the request in its slot (meta download_slot)
+        slot = local_slot(self.crawler.engine.downloader, request.meta.get("download_slot", ""))
+        if slot is not None:
+            clear_local_delay(slot)
 
     def _response_downloaded(self, response: Response, request: Request, spider: Spider | None = None) -> None:
         latency = request.meta.get("download_latency")
