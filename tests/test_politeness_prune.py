@@ -109,7 +109,7 @@ def test_a_pruned_slot_gets_its_crawl_delay_back_when_its_rules_are_read(redis_c
 
 REVISIT = '''
 import scrapy
-from scrapy_fleet.reactor import sleep
+from scrapy.utils.asyncio import sleep
 
 
 class Revisit(scrapy.Spider):

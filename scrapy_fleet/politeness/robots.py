@@ -41,6 +41,7 @@ from scrapy import Request, signals
 from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http.request import NO_CALLBACK
+from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler
@@ -49,7 +50,7 @@ from twisted.internet.defer import Deferred
 
 from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.scheduler import new_worker_id
-from scrapy_fleet.politeness import frontier_of, sleep, slot_of
+from scrapy_fleet.politeness import frontier_of, slot_key
 from scrapy_fleet.politeness.config import PolitenessConfig
 from scrapy_fleet.politeness.prune import walk_interval
 from scrapy_fleet.politeness.robotstxt import compact_robots
@@ -161,7 +162,7 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
                       store: PolitenessStore) -> bytes | None:
         """Keep what the fleet needs of a fetched robots.txt; the fetching worker also
         writes the host's Crawl-delay for the whole fleet (in the same script)."""
-        slot = slot_of(request)
+        slot = slot_key(self.crawler, request)
         if fetched is None:
             store.robots_put(netloc, slot, None)
             return None
