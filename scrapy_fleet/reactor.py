@@ -1,13 +1,4 @@
-"""Waiting inside the running reactor (any Twisted reactor, asyncio or not)."""
+"""Kept for scrapy_fleet/frontier/start.py until it imports Scrapy's helper itself:
+``scrapy.utils.asyncio.sleep`` (Scrapy 2.18+) waits on either reactor, asyncio or not."""
 
-from __future__ import annotations
-
-from scrapy.utils.defer import maybe_deferred_to_future
-
-
-async def sleep(seconds: float) -> None:
-    """Wait without blocking the reactor; ``sleep(0)`` gives it one turn."""
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    await maybe_deferred_to_future(deferLater(reactor, seconds, lambda: None))
+from scrapy.utils.asyncio import sleep as sleep  # noqa: PLC0414 (a re-export)

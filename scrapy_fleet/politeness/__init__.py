@@ -23,11 +23,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from scrapy_fleet.frontier.scheduler import FleetScheduler, slot_of
-from scrapy_fleet.reactor import sleep
 
-__all__ = ["frontier_of", "sleep", "slot_of"]
+__all__ = ["frontier_of", "slot_key"]
 
 if TYPE_CHECKING:
+    from scrapy import Request
     from scrapy.crawler import Crawler
 
     from scrapy_fleet.frontier.queue import RedisFrontier
@@ -39,3 +39,15 @@ def frontier_of(crawler: Crawler) -> RedisFrontier | None:
     if scheduler is None or scheduler.fatal is not None:
         return None
     return scheduler.frontier
+
+
+def slot_key(crawler: Crawler, request: Request) -> str:
+    """The request's download slot as this process's downloader keys it: meta
+    ``download_slot``, else the hostname, or its IP address with CONCURRENT_REQUESTS_PER_IP
+    once resolved (Scrapy's DNS cache). The slot's delay, pause and turns in Redis are
+    kept under this key. Before the crawl has an engine: the frontier's ``slot_of``."""
+    try:
+        downloader = crawler.engine.downloader
+    except RuntimeError:  # Crawler.engine before the crawl starts
+        return slot_of(request)
+    return str(downloader.get_slot_key(request))
