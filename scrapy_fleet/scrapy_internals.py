@@ -18,12 +18,15 @@ import ast
 import inspect
 import textwrap
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from scrapy.utils.misc import load_object
 
 if TYPE_CHECKING:
+    from scrapy import Request
     from scrapy.core.downloader import Downloader, Slot
+    from scrapy.core.engine import ExecutionEngine
 
 
 @dataclass(frozen=True)
@@ -103,3 +106,40 @@ def clear_local_delay(slot: Slot) -> None:
     if slot.delay or slot.jitter:
         slot.delay = 0.0
         slot.jitter = 0.0
+
+
+# --- the engine (scrapy_fleet/frontier/scheduler.py) -------------------------------------
+
+_internal("scrapy.core.engine.ExecutionEngine", "_handle_downloader_output",
+          "the one place every downloaded request ends (response, failure, or the redirect "
+          "or retry that replaced it), and its Deferred fires after the callback/errback "
+          "output was handed on: items through the pipelines, requests enqueued. Signals "
+          "(response_received, item_scraped...) fire earlier or miss errback output; the "
+          "frontier acknowledges a request only at this moment")
+_internal("scrapy.core.engine.ExecutionEngine", "_slot",
+          "the engine's loop (its nextcall) lives there; see nextcall")
+_internal("scrapy.core.engine._Slot", "nextcall",
+          "an idle engine polls its scheduler only every 5 s; the fleet wakes it when work "
+          "may exist (a delayed host comes due, a tick found work) and there is no public "
+          "call that schedules an engine turn without a request to crawl")
+
+
+def wrap_downloader_output(engine: ExecutionEngine,
+                           after: Callable[[Any, Request], Any]) -> None:
+    """Call ``after(result, request)`` once the engine has handed on what a downloaded
+    request produced (see the entry above)."""
+    original = engine._handle_downloader_output
+
+    def handle_and_finish(result: Any, request: Request) -> Any:
+        d = original(result, request)
+        d.addBoth(after, request)
+        return d
+
+    engine._handle_downloader_output = handle_and_finish  # type: ignore[method-assign]
+
+
+def wake_engine(engine: ExecutionEngine) -> None:
+    """Schedule one turn of the engine's loop (a no-op while one is pending)."""
+    slot = getattr(engine, "_slot", None)
+    if slot is not None:
+        slot.nextcall.schedule()

@@ -123,9 +123,6 @@ def test_the_slot_key_is_the_downloaders(resolved):
 
 
 @pytest.mark.filterwarnings("ignore:The CONCURRENT_REQUESTS_PER_IP setting is deprecated")
-@pytest.mark.xfail(strict=True, raises=(TypeError, AssertionError), reason=(
-    "the frontier's slot_of(request) ignores CONCURRENT_REQUESTS_PER_IP: it must become "
-    "slot_of(request, crawler), keyed by Downloader.get_slot_key (lead's change)"))
 def test_per_ip_the_frontier_queues_under_the_politeness_slot(resolved):
     from scrapy import Request
 

@@ -45,9 +45,5 @@ def slot_key(crawler: Crawler, request: Request) -> str:
     """The request's download slot as this process's downloader keys it: meta
     ``download_slot``, else the hostname, or its IP address with CONCURRENT_REQUESTS_PER_IP
     once resolved (Scrapy's DNS cache). The slot's delay, pause and turns in Redis are
-    kept under this key. Before the crawl has an engine: the frontier's ``slot_of``."""
-    try:
-        downloader = crawler.engine.downloader
-    except RuntimeError:  # Crawler.engine before the crawl starts
-        return slot_of(request)
-    return str(downloader.get_slot_key(request))
+    kept under this key, the same the frontier queues the request under."""
+    return slot_of(request, crawler)
