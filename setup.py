@@ -4,6 +4,8 @@ setup(
     name="scrapy-fleet",
     version="0.1.0",
     description="A distributed Scrapy crawler: a Redis frontier shared by many processes",
+    # the plugin only: the example project fleet_examples/ stays in the checkout, so
+    # installing the plugin adds no spiders to another project (tests/test_layout.py)
     packages=find_packages(include=["scrapy_fleet", "scrapy_fleet.*"]),
     python_requires=">=3.10",
     install_requires=[

@@ -37,8 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from fleet_examples.toplist import TopSite, iter_rows, open_list_lines  # noqa: E402
 from scrapy_fleet.redis_server import connect, ensure_embedded_server, stop_embedded_server  # noqa: E402
-from scrapy_fleet.toplist import TopSite, iter_rows, open_list_lines  # noqa: E402
 from simweb import chain_seconds, profile  # noqa: E402
 
 BOOK_SERIAL = 1349.8

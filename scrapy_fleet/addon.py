@@ -5,8 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
+from scrapy.extensions.throttle import AutoThrottle
+from scrapy.utils.misc import load_object
+
 from scrapy_fleet.config import ConfigError, FleetConfig, secret_settings
+from scrapy_fleet.frontier.start import FleetStartMiddleware
+from scrapy_fleet.itemkeys import ItemKeyMiddleware
+from scrapy_fleet.politeness.backoff import FleetBackoffMiddleware
 from scrapy_fleet.politeness.config import PolitenessConfig
+from scrapy_fleet.politeness.robots import FleetRobotsTxtMiddleware
+from scrapy_fleet.politeness.slots import FleetSlotsMiddleware
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -48,13 +57,40 @@ class FleetAddon:
             raise  # CrawlerRunner (non-asyncio reactor): counted as a failed bootstrap, exit 1
         settings.set("SCHEDULER", "scrapy_fleet.frontier.scheduler.FleetScheduler", "addon")
         settings.set("DUPEFILTER_CLASS", "scrapy_fleet.frontier.dupefilter.FleetDupeFilter", "addon")
-        settings["SPIDER_MIDDLEWARES"]["scrapy_fleet.frontier.start.FleetStartMiddleware"] = 0
-        settings["SPIDER_MIDDLEWARES"]["scrapy_fleet.itemkeys.ItemKeyMiddleware"] = 10  # keys items for exactly-once output
+        # Our components, with Scrapy's helpers for component priority dictionaries: a
+        # project or spider that lists one already (at another order, or None to turn it
+        # off) keeps its choice, and no setting's priority changes.
+        settings.setdefault_in_component_priority_dict("SPIDER_MIDDLEWARES", FleetStartMiddleware, 0)
+        # keys items for exactly-once output
+        settings.setdefault_in_component_priority_dict("SPIDER_MIDDLEWARES", ItemKeyMiddleware, 10)
         # politeness held in Redis for the whole fleet (scrapy_fleet/politeness, docs/politeness.md)
-        mw = settings["DOWNLOADER_MIDDLEWARES"]
-        mw["scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware"] = None
-        mw["scrapy_fleet.politeness.robots.FleetRobotsTxtMiddleware"] = 100
-        mw["scrapy_fleet.politeness.backoff.FleetBackoffMiddleware"] = 560  # sees 429/503 before retry
-        mw["scrapy_fleet.politeness.slots.FleetSlotsMiddleware"] = 950  # after the cache: cached = no wait
-        # AutoThrottle acts per process; FLEET_AUTOTHROTTLE (default: AUTOTHROTTLE_ENABLED) replaces it
-        settings["EXTENSIONS"]["scrapy.extensions.throttle.AutoThrottle"] = None
+        replace_builtin(settings, "DOWNLOADER_MIDDLEWARES", RobotsTxtMiddleware, FleetRobotsTxtMiddleware)
+        # sees 429/503 before RetryMiddleware (550)
+        settings.setdefault_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", FleetBackoffMiddleware, 560)
+        # after the HTTP cache (900): a cached response waits for no turn
+        settings.setdefault_in_component_priority_dict("DOWNLOADER_MIDDLEWARES", FleetSlotsMiddleware, 950)
+        # AutoThrottle acts per process and would fight the fleet's delays: always off
+        # (FLEET_AUTOTHROTTLE, by default AUTOTHROTTLE_ENABLED, replaces it)
+        settings.set_in_component_priority_dict("EXTENSIONS", AutoThrottle, None)
+
+
+def replace_builtin(settings: BaseSettings, name: str, old: type, new: type) -> None:
+    """Put ``new`` where the built-in ``old`` is in the component priority dictionary
+    ``name``, which Scrapy merges with ``name + "_BASE"``.
+
+    ``replace_in_component_priority_dict`` alone reaches only ``name``, where a built-in
+    is not listed unless the project moved or disabled it; so ``new`` takes ``old``'s order
+    from ``name`` if listed there, else from the base, and ``old`` is set to None in
+    ``name``. A project that lists ``new`` itself keeps its order; one that disabled
+    ``old`` (None) gets neither.
+    """
+    listed = {load_object(key): value for key, value in settings.getdict(name).items()}
+    if new not in listed:
+        if old in listed:
+            if listed[old] is None:
+                return  # turned off by the project: so is what replaces it
+            settings.replace_in_component_priority_dict(name, old, new)
+        else:
+            base = {load_object(key): value for key, value in settings.getdict(f"{name}_BASE").items()}
+            settings.set_in_component_priority_dict(name, new, base.get(old))
+    settings.set_in_component_priority_dict(name, old, None)  # else the base's runs too

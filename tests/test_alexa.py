@@ -20,7 +20,7 @@ from twisted.internet import error as net_error
 from twisted.python.failure import Failure
 
 
-from scrapy_fleet.spiders.alexa import failure_reason
+from fleet_examples.spiders.alexa import failure_reason
 
 GBK_TITLE = "百度一下，你就知道"
 UTF8_TITLE = "Ünïcødé — 你好"

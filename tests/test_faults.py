@@ -199,6 +199,8 @@ def test_out_of_memory_stops_clearly_and_the_same_command_resumes(
     assert worker.finish() == EXIT_FATAL, worker.text[-3000:]
     assert "is out of memory (used" in worker.text and "of maxmemory" in worker.text
     assert client.hget(keys.state, b"status") == b"running"
+    assert gauges(client, keys)[1] == b"0"  # it handed back what it held, despite the OOM
+    assert client.zcard(keys.workers) == 0
 
     client.config_set("maxmemory", 0)
     again = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))

@@ -225,3 +225,28 @@ def test_a_redis_password_given_with_s_never_reaches_a_worker_command_line(
         text = log.read_text()
         assert "s3cretpw" not in text and "Spider closed (finished)" in text, log
         assert oct(log.stat().st_mode & 0o777) == oct(0o600)
+
+
+class LookalikeJsonLinesPipeline:
+    """Not the fleet's pipeline, whatever its name says."""
+
+
+def test_the_json_lines_output_is_found_by_class_not_by_name():
+    from scrapy.settings import Settings
+
+    from scrapy_fleet.commands.fleet import writes_json_lines
+    from scrapy_fleet.pipelines import JsonLinesPipeline
+
+    class MyOutput(JsonLinesPipeline):
+        pass
+
+    def writes(pipelines: dict[object, int | None]) -> bool:
+        return writes_json_lines(Settings({"ITEM_PIPELINES": pipelines}))
+
+    assert writes({"scrapy_fleet.pipelines.JsonLinesPipeline": 800})
+    assert writes({MyOutput: 800, "scrapy_fleet.itemkeys.ItemKeyMiddleware": 100})
+    assert not writes({})
+    assert not writes({LookalikeJsonLinesPipeline: 800})
+    assert not writes({"scrapy_fleet.pipelines.JsonLinesPipeline": None})  # disabled
+    # an entry that cannot be loaded is the workers' error to report, not the launcher's
+    assert not writes({"no_such_module.JsonLinesPipeline": 800})

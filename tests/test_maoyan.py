@@ -15,7 +15,7 @@ except ImportError:  # tests/ is a package
 from parsel import Selector
 from scrapy.http import HtmlResponse, Request
 
-from scrapy_fleet.spiders.maoyan import blocked_reason, board_entries, movie_id_from_href, parse_film
+from fleet_examples.spiders.maoyan import blocked_reason, board_entries, movie_id_from_href, parse_film
 
 BOARD = "http://www.maoyan.com/board/4"  # answered by the fake web through the proxy
 VERIFY_URL = "http://verify.maoyan.com/verify?requestCode=5f1e0c&redirectURL=http%3A%2F%2Fwww.maoyan.com%2Fboard%2F4"

@@ -28,9 +28,9 @@ from scrapy.exceptions import DropItem
 from scrapy.http import HtmlResponse
 from scrapy.utils.test import get_crawler
 
+from fleet_examples.items import FilmItem, LinkedPageItem, SiteItem
 from scrapy_fleet.errors import FatalItemError
 from scrapy_fleet.itemkeys import ItemKeyMiddleware, ItemKeys, request_item_key
-from scrapy_fleet.items import FilmItem, LinkedPageItem, SiteItem
 from scrapy_fleet.pipelines import JsonLinesFile, JsonLinesPipeline, OutputWriteError, dedupe_fields
 
 

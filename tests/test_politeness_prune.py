@@ -58,6 +58,7 @@ def test_prune_leaves_only_the_state_of_live_hosts(redis_client, redis_url, key_
     store.robots_put("leased.test", "leased.test", None)
     frontier.flush([(fp(10_001), "leased.test", 0, b"l")])
     other = RedisFrontier(redis_client, keys, "w2", url=redis_url, download_delay=0.02)
+    other.open(fresh=False)  # joins the crawl: a frontier flushes only once open
     while not other.flush(pop=1).popped:  # held by another worker, not acknowledged
         time.sleep(0.01)
     store.backoff("paused.test", 30, base=1, cap=60)
@@ -108,7 +109,7 @@ def test_a_pruned_slot_gets_its_crawl_delay_back_when_its_rules_are_read(redis_c
 
 REVISIT = '''
 import scrapy
-from scrapy_fleet.reactor import sleep
+from scrapy.utils.asyncio import sleep
 
 
 class Revisit(scrapy.Spider):

@@ -13,7 +13,7 @@ from conftest import run_link_spider
 from polite_site import Host, PoliteSite, Worker, gaps, summary, total
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.queue import RedisFrontier
-from scrapy_fleet.politeness.robots import _body
+from scrapy_fleet.politeness.robots import FleetRobotsTxtMiddleware, _body
 from scrapy_fleet.politeness.robotstxt import MAX_READ_BYTES, compact_robots
 from scrapy_fleet.politeness.store import PolitenessStore
 
@@ -46,6 +46,23 @@ def test_one_fetcher_per_host_and_a_dead_ones_lock_lapses(redis_client, redis_ur
     assert _body(store.robots_get("g:80")) is None
     assert _body(b"-\n") is None and _body(b"200\nUser-agent: *\n") == b"User-agent: *\n"  # older entries
     assert store.counters(["politeness/robots_fetched"]) == [2]
+
+
+def test_the_middleware_adds_to_scrapys_through_its_public_methods_only():
+    from scrapy import Spider
+    from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
+    from scrapy.utils.test import get_crawler
+
+    # it overrides public methods only, and keeps its own state in one attribute, so
+    # nothing of ours can clash with (or lean on) the parent's private names
+    overrides = {name for name in vars(FleetRobotsTxtMiddleware) if not name.startswith("__")}
+    assert overrides == {"process_request", "robot_parser"}
+    crawler = get_crawler(Spider, {"ROBOTSTXT_OBEY": True, "ROBOTSTXT_USER_AGENT": "fleetbot"})
+    middleware = FleetRobotsTxtMiddleware(crawler)
+    assert set(vars(middleware)) - set(vars(RobotsTxtMiddleware(crawler))) == {"fleet"}
+    # the settings it needs it reads itself
+    assert middleware.fleet.robotstxt_useragent == "fleetbot"
+    assert middleware.fleet.parser_class.__name__ == "ProtegoRobotParser"
 
 
 @pytest.fixture

@@ -79,6 +79,65 @@ def test_adaptive_delay_follows_latency_within_bounds(redis_client, redis_url, k
     assert delay == 4.0
 
 
+# --- the slot key: Scrapy's, and the frontier's ---------------------------------------
+
+
+@pytest.fixture
+def resolved():
+    """A host name in Scrapy's DNS cache, as after its first download in this process."""
+    from scrapy.resolver import dnscache
+
+    dnscache["www.fleet-slot.test"] = "192.0.2.7"
+    yield "www.fleet-slot.test", "192.0.2.7"
+    dnscache.pop("www.fleet-slot.test", None)
+
+
+def crawler_with_engine(settings: dict):
+    from scrapy import Spider
+    from scrapy.core.engine import ExecutionEngine
+    from scrapy.utils.test import get_crawler
+
+    # no download handlers: nothing is downloaded, and they would want a reactor
+    crawler = get_crawler(Spider, {"DOWNLOAD_HANDLERS": {"http": None, "https": None}, **settings})
+    crawler.engine = ExecutionEngine(crawler, lambda _: None)
+    return crawler
+
+
+def test_the_slot_key_is_the_downloaders(resolved):
+    from scrapy import Request
+    from scrapy.utils.test import get_crawler
+
+    from scrapy_fleet.frontier.scheduler import slot_of
+    from scrapy_fleet.politeness import slot_key
+
+    host, _ = resolved
+    crawler = crawler_with_engine({})
+    page = Request(f"http://{host}:8080/p")
+    pinned = Request(f"http://{host}/p", meta={"download_slot": "pinned"})
+    for request in (page, pinned):
+        key = crawler.engine.downloader.get_slot_key(request)
+        assert slot_key(crawler, request) == key == slot_of(request)  # the frontier's queue
+    assert slot_key(crawler, page) == host and slot_key(crawler, pinned) == "pinned"
+    # before the crawl has an engine: the frontier's rule
+    assert slot_key(get_crawler(), page) == host
+
+
+@pytest.mark.filterwarnings("ignore:The CONCURRENT_REQUESTS_PER_IP setting is deprecated")
+def test_per_ip_the_frontier_queues_under_the_politeness_slot(resolved):
+    from scrapy import Request
+
+    from scrapy_fleet.frontier.scheduler import slot_of
+    from scrapy_fleet.politeness import slot_key
+
+    host, ip = resolved
+    crawler = crawler_with_engine({"CONCURRENT_REQUESTS_PER_IP": 1})
+    request = Request(f"http://{host}/p")
+    # Scrapy keys the slot by the host's IP once resolved: so must the delay, the pause,
+    # the Crawl-delay kept in Redis, and the queue the frontier leases from
+    assert slot_key(crawler, request) == ip == crawler.engine.downloader.get_slot_key(request)
+    assert slot_of(request, crawler) == ip
+
+
 # --- end to end ------------------------------------------------------------------------
 
 

@@ -226,3 +226,12 @@ def test_on_the_reactor_an_outage_never_sleeps_and_ends_at_the_deadline(own_redi
         frontier.heartbeat()
     own_redis.start()
     assert frontier.flush(pop=1, wait=False).popped == []
+
+
+def test_leaving_hands_back_every_lease_and_deregisters(frontier):
+    frontier.flush([(fp(i), "a", 0, b"x") for i in range(3)])
+    assert len(frontier.flush(pop=3).popped) == 3
+    assert frontier.leave() == 3
+    status = frontier.status()
+    assert status["stats"]["pending"] == 3 and status["stats"]["leased"] == 0
+    assert status["workers"] == []

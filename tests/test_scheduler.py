@@ -17,6 +17,7 @@ from linked_site import LinkedSite
 from processes import WAIT, Output, wait_until
 from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.redis_server import connect
 
 PAGES = 300
 # The whole site is one host, and CONCURRENT_REQUESTS_PER_DOMAIN is a fleet-wide cap: at
@@ -160,6 +161,9 @@ def test_ctrl_c_keeps_the_frontier_and_a_rerun_resumes(tmp_path: Path, site, fle
     first.proc.send_signal(signal.SIGINT)
     assert first.finish() == 0
     assert "finish_reason': 'shutdown'" in first.text
+    keys = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "links")
+    with connect(fleet_settings["REDIS_URL"]) as client:  # it handed back all it held
+        assert client.hget(keys.stats, "leased") == b"0" and client.zcard(keys.workers) == 0
     fetched_before = set(site.page_fetches())
     assert fetched_before != all_pages()
 

@@ -12,7 +12,7 @@ try:
 except ImportError:  # tests/ is a package
     from tests.webserver import FIXTURES
 
-from scrapy_fleet.toplist import BadRow, SkippedRow, TopSite, cache_path, is_remote, iter_rows, open_list_lines, parse_row
+from fleet_examples.toplist import BadRow, SkippedRow, TopSite, cache_path, is_remote, iter_rows, open_list_lines, parse_row
 
 ALEXA = FIXTURES / "toplists" / "alexa_top-1m_head2000_SoumyaParida-webcrawlTest.csv"
 TRANCO = FIXTURES / "toplists" / "tranco_top-1m_head2000_kmikholap-dns-gen.csv"

@@ -8,13 +8,16 @@ in its settings or in the spider's ``custom_settings``). See docs/launcher.md.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
+from scrapy.settings import BaseSettings
 from scrapy.spiderloader import get_spider_loader
-from scrapy.utils.conf import arglist_to_dict
+from scrapy.utils.conf import arglist_to_dict, build_component_list
+from scrapy.utils.misc import load_object
 
 from scrapy_fleet.addon import check_settings
 from scrapy_fleet.config import ConfigError, FleetConfig
@@ -25,6 +28,28 @@ from scrapy_fleet.launcher import (
     Launcher,
     print_status,
 )
+from scrapy_fleet.pipelines import JsonLinesPipeline
+
+logger = logging.getLogger(__name__)
+
+
+def writes_json_lines(settings: BaseSettings) -> bool:
+    """Whether the project's enabled ITEM_PIPELINES include the fleet's JSON-lines output.
+
+    By class, not by name: a subclass counts, a pipeline of another name that merely
+    contains "JsonLinesPipeline" does not.
+    """
+    for path in build_component_list(settings.getwithbase("ITEM_PIPELINES")):
+        try:
+            cls = load_object(path)
+        except Exception as exc:  # noqa: BLE001 - whatever its import raises
+            # the workers load it too and report the error; the launcher only loses the
+            # output line of its summary
+            logger.debug("Cannot load the item pipeline %r: %s", path, exc)
+            continue
+        if isinstance(cls, type) and issubclass(cls, JsonLinesPipeline):
+            return True
+    return False
 
 
 class Command(ScrapyCommand):
@@ -114,8 +139,6 @@ class Command(ScrapyCommand):
             progress_interval=settings.getfloat("FLEET_PROGRESS_INTERVAL", DEFAULT_PROGRESS_INTERVAL),
             output=settings.get("FLEET_OUTPUT") or "output/%(name)s.jsonl",
             spider_class=f"{spidercls.__module__}.{spidercls.__qualname__}",
-            item_pipelines=any(
-                "JsonLinesPipeline" in str(k) for k in settings.getdict("ITEM_PIPELINES")
-            ),
+            item_pipelines=writes_json_lines(settings),
         )
         self.exitcode = Launcher(options, config, out=sys.stdout).run()

@@ -349,6 +349,12 @@ class RedisFrontier:
             "send a heartbeat", wait=wait,
         )
 
+    def leave(self) -> int:
+        """Hand back everything this worker holds and deregister it."""
+        return int(self.run_script(
+            "LEAVE", [self._lease_key, self.keys.seq, self.keys.workers, self.keys.seeding],
+            [self.worker_id], "hand back leased requests"))
+
     def record_outcome(self, outcome: dict[str, Any]) -> None:
         """How this worker's run ended (reason, pages, error...), for launchers to read."""
         self.call(lambda: self.client.hset(self.keys.outcomes, self.worker_id,

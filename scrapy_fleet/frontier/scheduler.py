@@ -35,6 +35,7 @@ from scrapy.utils.misc import build_from_crawler, load_object
 from twisted.internet import task
 from twisted.python.failure import Failure
 
+from scrapy_fleet import scrapy_internals
 from scrapy_fleet.config import FleetConfig
 from scrapy_fleet.errors import (
     EXIT_FATAL,
@@ -84,8 +85,15 @@ TOTALS = {
 
 
 
-def slot_of(request: Request) -> str:
-    """The request's download slot: its queue in Redis and the unit of politeness."""
+def slot_of(request: Request, crawler: Crawler | None = None) -> str:
+    """The request's download slot: its queue in Redis and the unit of politeness, keyed
+    as the crawl's downloader keys it (``Downloader.get_slot_key``: meta download_slot,
+    else the host name, or its IP address with CONCURRENT_REQUESTS_PER_IP)."""
+    if crawler is not None:
+        try:
+            return str(crawler.engine.downloader.get_slot_key(request))
+        except (RuntimeError, AttributeError):  # no engine yet (Scrapy 2.19 raises)
+            pass
     return str(request.meta.get("download_slot") or urlparse_cached(request).hostname or "")
 
 
@@ -261,7 +269,7 @@ class FleetScheduler(BaseScheduler):
     def enqueue_request(self, request: Request) -> bool:
         blob = codec.encode(request, self.spider, self.config)  # raises here, in the producing process
         fingerprint = b"" if request.dont_filter else self.df.fingerprint(request)
-        self._pushes.append((fingerprint, slot_of(request), int(request.priority), blob))
+        self._pushes.append((fingerprint, slot_of(request, self.crawler), int(request.priority), blob))
         self._push_requests.append(request)
         if len(self._pushes) >= _PUSH_BUFFER_LIMIT:
             self._guarded(self._flush)
@@ -361,24 +369,14 @@ class FleetScheduler(BaseScheduler):
     # --- the end of a request -------------------------------------------------------
 
     def _install_finish_hook(self) -> None:
-        """Acknowledge a request once the engine is done with it.
-
-        Every downloaded request (response, failure, or a replacement request from a
-        redirect or retry) ends in ``ExecutionEngine._handle_downloader_output``, whose
-        Deferred fires after the callback/errback output has been handed on: requests
-        enqueued, items through the pipelines. Scrapy has no public hook for this moment.
-        """
+        """Acknowledge a request once the engine is done with it: its callback/errback
+        output handed on (requests enqueued, items through the pipelines), or the
+        redirect/retry that replaced it enqueued. Scrapy has no public hook for this
+        moment (see scrapy_fleet.scrapy_internals)."""
         engine = self.crawler.engine if self.crawler is not None else None
         if engine is None:
             return
-        original = engine._handle_downloader_output
-
-        def handle_and_finish(result: Any, request: Request) -> Any:
-            d = original(result, request)
-            d.addBoth(self._finished_request, request)
-            return d
-
-        engine._handle_downloader_output = handle_and_finish
+        scrapy_internals.wrap_downloader_output(engine, self._finished_request)
 
     def _finished_request(self, passthrough: Any, request: Request) -> Any:
         lease = request.meta.get(codec.LEASE_META_KEY)
@@ -489,9 +487,8 @@ class FleetScheduler(BaseScheduler):
 
     def _wake_engine(self) -> None:
         # The engine only polls an idle scheduler every 5 s; nudge it when work may exist.
-        slot = getattr(self.crawler.engine, "_slot", None) if self.crawler and self.crawler.engine else None
-        if slot is not None:
-            slot.nextcall.schedule()
+        if self.crawler is not None and self.crawler.engine is not None:
+            scrapy_internals.wake_engine(self.crawler.engine)
 
     def _guarded(self, operation: Any) -> None:
         """Run a frontier operation; never raises.

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import Request
 
 from scrapy_fleet.frontier.scheduler import FleetScheduler
-from scrapy_fleet.reactor import sleep
+from scrapy.utils.asyncio import sleep
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler

@@ -23,11 +23,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from scrapy_fleet.frontier.scheduler import FleetScheduler, slot_of
-from scrapy_fleet.reactor import sleep
 
-__all__ = ["frontier_of", "sleep", "slot_of"]
+__all__ = ["frontier_of", "slot_key"]
 
 if TYPE_CHECKING:
+    from scrapy import Request
     from scrapy.crawler import Crawler
 
     from scrapy_fleet.frontier.queue import RedisFrontier
@@ -39,3 +39,11 @@ def frontier_of(crawler: Crawler) -> RedisFrontier | None:
     if scheduler is None or scheduler.fatal is not None:
         return None
     return scheduler.frontier
+
+
+def slot_key(crawler: Crawler, request: Request) -> str:
+    """The request's download slot as this process's downloader keys it: meta
+    ``download_slot``, else the hostname, or its IP address with CONCURRENT_REQUESTS_PER_IP
+    once resolved (Scrapy's DNS cache). The slot's delay, pause and turns in Redis are
+    kept under this key, the same the frontier queues the request under."""
+    return slot_of(request, crawler)

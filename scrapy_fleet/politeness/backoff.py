@@ -21,7 +21,7 @@ import time
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
-from scrapy_fleet.politeness import frontier_of, slot_of
+from scrapy_fleet.politeness import frontier_of, slot_key
 from scrapy_fleet.politeness.config import PolitenessConfig
 from scrapy_fleet.politeness.store import PolitenessStore
 
@@ -78,7 +78,7 @@ class FleetBackoffMiddleware:
         frontier = frontier_of(self.crawler)
         if frontier is None:
             return response
-        slot = slot_of(request)
+        slot = slot_key(self.crawler, request)
         store = PolitenessStore.of(frontier)
         if response.status not in self.config.backoff_codes:
             if slot in self._backing_off:

@@ -41,15 +41,16 @@ from scrapy import Request, signals
 from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http.request import NO_CALLBACK
+from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
-from scrapy.utils.misc import build_from_crawler
+from scrapy.utils.misc import build_from_crawler, load_object
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
 from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.scheduler import new_worker_id
-from scrapy_fleet.politeness import frontier_of, sleep, slot_of
+from scrapy_fleet.politeness import frontier_of, slot_key
 from scrapy_fleet.politeness.config import PolitenessConfig
 from scrapy_fleet.politeness.prune import walk_interval
 from scrapy_fleet.politeness.robotstxt import compact_robots
@@ -69,38 +70,34 @@ POLL_INTERVAL = 0.1  # while another worker fetches a host's robots.txt
 
 
 class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
+    """Scrapy's RobotsTxtMiddleware, its ``robot_parser()`` answered by the fleet's cache.
+
+    Only the public surface of the parent is used: ``process_request()`` (which calls our
+    ``robot_parser()``, then applies the rules as Scrapy does), ``robot_parser()`` itself
+    off the fleet, and ``DOWNLOAD_PRIORITY``. The fleet's side lives in :class:`FleetRobots`,
+    so no name of ours can clash with the parent's own (private) state and helpers.
+    """
+
     def __init__(self, crawler: Crawler) -> None:
         super().__init__(crawler)  # NotConfigured unless ROBOTSTXT_OBEY
-        self.config = PolitenessConfig.from_settings(crawler.settings)
-        self._owner = new_worker_id()
-        self._fresh: set[str] = set()  # netlocs whose rules this worker had to wait for
-        self._skipped: dict[str, float] = {}  # netloc -> its Crawl-delay, above the cap
-        self._loaded: dict[str, float] = {}  # netloc -> time.monotonic() its rules were read
-        ttl = self.config.host_state_ttl
-        self._max_age = walk_interval(ttl) if ttl > 0 else None  # None: keep them for ever
-        self._last_sweep = time.monotonic()
+        self.fleet = FleetRobots(crawler, self.DOWNLOAD_PRIORITY)
 
     async def process_request(self, request: Request, spider: Spider | None = None) -> None:
-        if request.meta.get("dont_obey_robotstxt"):
+        if frontier_of(self.crawler) is None or request.meta.get("dont_obey_robotstxt"):
+            await super().process_request(request)  # not on the fleet: Scrapy's own behaviour
             return
-        if request.url.startswith(("data:", "file:")):
-            return
-        if frontier_of(self.crawler) is None:  # not on the fleet: Scrapy's own behaviour
-            await super().process_request(request)
-            return
+        fleet = self.fleet
         netloc = urlparse_cached(request).netloc
-        self._expire(netloc)
-        # rules not yet known here: this request may wait for them to be fetched
-        pending = netloc not in self._parsers or isinstance(self._parsers[netloc], Deferred)
-        rp = await self.robot_parser(request)
-        self.process_request_2(rp, request)
-        if netloc in self._skipped:
+        fleet.expire(netloc)
+        pending = not fleet.known(netloc)  # this request may wait for the rules
+        await super().process_request(request)  # our robot_parser(), then Scrapy's check
+        if netloc in fleet.skipped:
             self.crawler.stats.inc_value("fleet/politeness/crawl_delay_skipped")
             raise IgnoreRequest(
-                f"{netloc} asks for Crawl-delay {self._skipped[netloc]:g} s, above "
-                f"FLEET_MAX_CRAWL_DELAY ({self.config.max_crawl_delay:g} s): host skipped"
+                f"{netloc} asks for Crawl-delay {fleet.skipped[netloc]:g} s, above "
+                f"FLEET_MAX_CRAWL_DELAY ({fleet.config.max_crawl_delay:g} s): host skipped"
             )
-        if pending and netloc in self._fresh and codec.LEASE_META_KEY in request.meta:
+        if pending and netloc in fleet.fresh and codec.LEASE_META_KEY in request.meta:
             # leased before robots.txt was fetched: its turn in the slot is spent
             request.meta[RESERVE_META_KEY] = True
 
@@ -108,16 +105,46 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
         frontier = frontier_of(self.crawler)
         if frontier is None:
             return await super().robot_parser(request)
+        return await self.fleet.parser(request, PolitenessStore.of(frontier))
+
+
+class FleetRobots:
+    """One worker's side of the fleet's robots.txt: the rules it has read (each kept at most
+    a while, with FLEET_HOST_STATE_TTL), read from Redis or fetched and stored there.
+    What it needs of the settings (ROBOTSTXT_PARSER, ROBOTSTXT_USER_AGENT, USER_AGENT) it
+    reads itself, as Scrapy's middleware does."""
+
+    def __init__(self, crawler: Crawler, priority: int) -> None:
+        settings = crawler.settings
+        self.crawler = crawler
+        self.priority = priority  # of the robots.txt downloads
+        self.config = PolitenessConfig.from_settings(settings)
+        self.parser_class: type[RobotParser] = load_object(settings["ROBOTSTXT_PARSER"])
+        self.robotstxt_useragent: str | None = settings["ROBOTSTXT_USER_AGENT"]
+        self.default_useragent: str = settings["USER_AGENT"]
+        self.owner = new_worker_id()  # of the robots.txt locks it takes
+        # netloc -> its parser (None: allow all), or a Deferred while it is being read
+        self.parsers: dict[str, RobotParser | Deferred[RobotParser | None] | None] = {}
+        self.loaded: dict[str, float] = {}  # netloc -> time.monotonic() its rules were read
+        self.skipped: dict[str, float] = {}  # netloc -> its Crawl-delay, above the cap
+        self.fresh: set[str] = set()  # netlocs whose rules this worker had to wait for
+        ttl = self.config.host_state_ttl
+        self.max_age = walk_interval(ttl) if ttl > 0 else None  # None: keep them for ever
+        self._last_sweep = time.monotonic()
+
+    async def parser(self, request: Request, store: PolitenessStore) -> RobotParser | None:
+        """The parser of the request's host (None: allow all), as ``robot_parser()``."""
         url = urlparse_cached(request)
         netloc = url.netloc
-        if netloc not in self._parsers:
-            self._parsers[netloc] = Deferred()
-            self._loaded[netloc] = time.monotonic()  # before the read: expires no later
+        if netloc not in self.parsers:
+            waiting: Deferred[RobotParser | None] = Deferred()
+            self.parsers[netloc] = waiting
+            self.loaded[netloc] = time.monotonic()  # before the read: expires no later
             rp: RobotParser | None = None
             try:
-                body = await self._fleet_robots(request, url, PolitenessStore.of(frontier))
+                body = await self._fleet_robots(request, url, store)
                 if body is not None:
-                    rp = build_from_crawler(self._parserimpl, self.crawler, body)
+                    rp = build_from_crawler(self.parser_class, self.crawler, body)
                     self._check_crawl_delay(netloc, body, request)
                     await self.crawler.signals.send_catch_log_async(
                         signal=signals.robots_parsed, robotparser=rp, request=request,
@@ -125,11 +152,9 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
             except Exception as exc:  # Redis gone for good, a parser failure...
                 logger.error("Could not get robots.txt of %s: %s", netloc, exc,
                              extra={"spider": self.crawler.spider})
-            waiting = self._parsers[netloc]
-            self._parsers[netloc] = rp
-            assert isinstance(waiting, Deferred)
+            self.parsers[netloc] = rp
             waiting.callback(rp)
-        parser = self._parsers[netloc]
+        parser = self.parsers[netloc]
         if isinstance(parser, Deferred):
             return await maybe_deferred_to_future(parser)
         return parser
@@ -144,8 +169,8 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
             if stored is not None:
                 return _body(stored)
             ttl = self.config.robots_timeout
-            if store.robots_lock(netloc, self._owner, ttl):
-                self._fresh.add(netloc)
+            if store.robots_lock(netloc, self.owner, ttl):
+                self.fresh.add(netloc)
                 # the fetch may wait for its turn, a pause, retries: hold the lock meanwhile
                 renew = task.LoopingCall(self._renew_lock, store, netloc, ttl)
                 renew.start(ttl / 3, now=False)
@@ -154,14 +179,14 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
                 finally:
                     renew.stop()
                 return self._store_robots(netloc, request, fetched, store)
-            self._fresh.add(netloc)
+            self.fresh.add(netloc)
             await sleep(POLL_INTERVAL)
 
     def _store_robots(self, netloc: str, request: Request, fetched: tuple[int, bytes] | None,
                       store: PolitenessStore) -> bytes | None:
         """Keep what the fleet needs of a fetched robots.txt; the fetching worker also
         writes the host's Crawl-delay for the whole fleet (in the same script)."""
-        slot = slot_of(request)
+        slot = slot_key(self.crawler, request)
         if fetched is None:
             store.robots_put(netloc, slot, None)
             return None
@@ -191,10 +216,10 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
         return kept.body
 
     def _agents(self, request: Request) -> list[str]:
-        """The user agents this crawl asks robots.txt about (as ``process_request_2`` does)."""
-        if self._robotstxt_useragent:
-            return [self._robotstxt_useragent]
-        agents = [self._default_useragent]
+        """The user agents this crawl asks robots.txt about (as Scrapy's check does)."""
+        if self.robotstxt_useragent:
+            return [self.robotstxt_useragent]
+        agents = [self.default_useragent]
         header = request.headers.get(b"User-Agent")
         if header:
             agents.append(header.decode("latin-1"))
@@ -202,25 +227,29 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
 
     # --- rules kept in memory -------------------------------------------------------
 
-    def _expire(self, netloc: str) -> None:
+    def known(self, netloc: str) -> bool:
+        """Whether the rules are here already (a request need not wait for them)."""
+        return netloc in self.parsers and not isinstance(self.parsers[netloc], Deferred)
+
+    def expire(self, netloc: str) -> None:
         """Forget rules read over the max age ago: this netloc's, and now and then all."""
-        if self._max_age is None:
+        if self.max_age is None:
             return
         now = time.monotonic()
-        if now - self._last_sweep > self._max_age:
+        if now - self._last_sweep > self.max_age:
             self._last_sweep = now
-            for old in [n for n, at in self._loaded.items() if now - at > self._max_age]:
+            for old in [n for n, at in self.loaded.items() if now - at > self.max_age]:
                 self._forget(old)
-        elif netloc in self._loaded and now - self._loaded[netloc] > self._max_age:
+        elif netloc in self.loaded and now - self.loaded[netloc] > self.max_age:
             self._forget(netloc)
 
     def _forget(self, netloc: str) -> None:
-        if isinstance(self._parsers.get(netloc), Deferred):
+        if isinstance(self.parsers.get(netloc), Deferred):
             return  # being read right now
-        self._parsers.pop(netloc, None)
-        self._loaded.pop(netloc, None)
-        self._skipped.pop(netloc, None)
-        self._fresh.discard(netloc)
+        self.parsers.pop(netloc, None)
+        self.loaded.pop(netloc, None)
+        self.skipped.pop(netloc, None)
+        self.fresh.discard(netloc)
         self.crawler.stats.inc_value("fleet/politeness/robots_reread")
 
     @staticmethod
@@ -236,20 +265,20 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
         if request.meta.get("download_slot"):
             meta["download_slot"] = request.meta["download_slot"]
         robotsreq = Request(
-            f"{url.scheme}://{url.netloc}/robots.txt", priority=self.DOWNLOAD_PRIORITY,
+            f"{url.scheme}://{url.netloc}/robots.txt", priority=self.priority,
             meta=meta, callback=NO_CALLBACK,
         )
-        self._stats.inc_value("robotstxt/request_count")
+        self.crawler.stats.inc_value("robotstxt/request_count")
         try:
             response = await self.crawler.engine.download_async(robotsreq)
         except Exception as exc:
             if not isinstance(exc, IgnoreRequest):
                 logger.error("Error downloading %s: %s", robotsreq, exc,
                              extra={"spider": self.crawler.spider})
-                self._stats.inc_value(f"robotstxt/exception_count/{type(exc)}")
+                self.crawler.stats.inc_value(f"robotstxt/exception_count/{type(exc)}")
             return None
-        self._stats.inc_value("robotstxt/response_count")
-        self._stats.inc_value(f"robotstxt/response_status_count/{response.status}")
+        self.crawler.stats.inc_value("robotstxt/response_count")
+        self.crawler.stats.inc_value(f"robotstxt/response_status_count/{response.status}")
         if not 200 <= response.status < 300:
             return None
         return response.status, response.body
@@ -257,7 +286,7 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
     # --- Crawl-delay ----------------------------------------------------------------
 
     def _crawl_delay(self, body: bytes, request: Request) -> float | None:
-        useragent = self._robotstxt_useragent or request.headers.get(b"User-Agent", self._default_useragent)
+        useragent = self.robotstxt_useragent or request.headers.get(b"User-Agent", self.default_useragent)
         if isinstance(useragent, bytes):
             useragent = useragent.decode("utf-8", "replace")
         try:
@@ -270,7 +299,7 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
         """Every worker decides for itself whether a host is skipped (same text, same rule)."""
         delay = self._crawl_delay(body, request)
         if delay is not None and delay > self.config.max_crawl_delay:
-            self._skipped[netloc] = delay
+            self.skipped[netloc] = delay
 
 
 def _body(stored: bytes) -> bytes | None:

@@ -22,12 +22,14 @@ import logging
 from typing import TYPE_CHECKING
 
 from scrapy import signals
+from scrapy.utils.asyncio import sleep
 
 from scrapy_fleet.frontier import codec
-from scrapy_fleet.politeness import frontier_of, sleep, slot_of
+from scrapy_fleet.politeness import frontier_of, slot_key
 from scrapy_fleet.politeness.config import PolitenessConfig
 from scrapy_fleet.politeness.prune import HostStatePruner
 from scrapy_fleet.politeness.store import PolitenessStore
+from scrapy_fleet.scrapy_internals import clear_local_delay, local_slot
 
 if TYPE_CHECKING:
     from scrapy import Request, Spider
@@ -81,10 +83,11 @@ class FleetSlotsMiddleware:
         store = self.store()
         if store is None:
             return None
-        wait = store.reserve(slot_of(request))
+        slot = slot_key(self.crawler, request)
+        wait = store.reserve(slot)
         if wait > 0:
             self.crawler.stats.inc_value("fleet/politeness/held")
-            logger.debug("Waiting %.2f s for a turn in slot %s: %s", wait, slot_of(request), request)
+            logger.debug("Waiting %.2f s for a turn in slot %s: %s", wait, slot, request)
             await sleep(wait)
         return None
 
@@ -131,11 +134,10 @@ class FleetSlotsMiddleware:
     def _reached_downloader(self, request: Request, spider: Spider | None = None) -> None:
         if frontier_of(self.crawler) is None:
             return
-        engine = self.crawler.engine
-        slot = engine.downloader.slots.get(request.meta.get("download_slot", "")) if engine else None
-        if slot is not None and (slot.delay or slot.jitter):
-            slot.delay = 0.0
-            slot.jitter = 0.0
+        # the downloader has just put the request in its slot (meta download_slot)
+        slot = local_slot(self.crawler.engine.downloader, request.meta.get("download_slot", ""))
+        if slot is not None:
+            clear_local_delay(slot)
 
     def _response_downloaded(self, response: Response, request: Request, spider: Spider | None = None) -> None:
         latency = request.meta.get("download_latency")
@@ -145,10 +147,11 @@ class FleetSlotsMiddleware:
         if store is None:
             return
         c = self.config
+        slot = slot_key(self.crawler, request)
         delay = store.adapt(
-            slot_of(request), float(latency), response.status,
+            slot, float(latency), response.status,
             start=max(c.autothrottle_start_delay, c.download_delay), minimum=c.download_delay,
             maximum=c.autothrottle_max_delay, target_concurrency=c.autothrottle_target_concurrency,
         )
         logger.debug("slot %s: latency %.3f s, status %d -> fleet-wide delay %.3f s",
-                     slot_of(request), latency, response.status, delay)
+                     slot, latency, response.status, delay)

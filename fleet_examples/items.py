@@ -1,4 +1,4 @@
-"""Items of the bundled spiders.
+"""Items of the example spiders.
 
 An item class may declare ``dedupe_key``: the name (or a tuple of names) of the
 field(s) that identify it. :class:`scrapy_fleet.pipelines.JsonLinesPipeline`

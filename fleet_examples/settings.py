@@ -1,11 +1,12 @@
-"""Project settings for the bundled spiders; they also show what a user project adds.
+"""Settings of the example project (``scrapy.cfg`` names them): what a user project adds.
 
-Only the ADDONS line is needed to put any Scrapy project on the shared Redis frontier.
+Only the ADDONS line is needed to put any Scrapy project on the shared Redis frontier;
+ITEM_PIPELINES adds the fleet's JSON-lines output.
 """
 
-BOT_NAME = "scrapy_fleet"
-SPIDER_MODULES = ["scrapy_fleet.spiders"]
-NEWSPIDER_MODULE = "scrapy_fleet.spiders"
+BOT_NAME = "fleet_examples"
+SPIDER_MODULES = ["fleet_examples.spiders"]
+NEWSPIDER_MODULE = "fleet_examples.spiders"
 
 # The fleet frontier: requests, seen-set, leases and stats live in Redis. The add-on sets
 # SCHEDULER, DUPEFILTER_CLASS and the start middleware (scrapy_fleet/addon.py).

@@ -2,10 +2,10 @@
 
     scrapy crawl alexa [-a list=PATH_OR_URL] [-a max_urls=N] [-a follow=REGEX] [-a depth=D]
 
-Every listed site gives exactly one :class:`~scrapy_fleet.items.SiteItem`,
+Every listed site gives exactly one :class:`~fleet_examples.items.SiteItem`,
 failed ones included (``error`` says why). With ``follow``/``depth``, same-site
 links are followed and each page reached gives a
-:class:`~scrapy_fleet.items.LinkedPageItem`.
+:class:`~fleet_examples.items.LinkedPageItem`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,8 @@ from twisted.internet import error as net_error
 from twisted.python.failure import Failure
 from twisted.web._newclient import ResponseFailed, ResponseNeverReceived
 
-from scrapy_fleet.frontier.scheduler import FleetScheduler
-from scrapy_fleet.items import LinkedPageItem, SiteItem
-from scrapy_fleet.toplist import (
+from fleet_examples.items import LinkedPageItem, SiteItem
+from fleet_examples.toplist import (
     DEFAULT_LIST_URL,
     SkippedRow,
     cache_path,
@@ -41,6 +40,7 @@ from scrapy_fleet.toplist import (
     open_list_lines,
     store_download,
 )
+from scrapy_fleet.api import on_fleet_frontier
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class AlexaSpider(scrapy.Spider):
         queued = 0
         # On the fleet frontier, start requests go straight to Redis (the shared queue is
         # the place for the list); only a plain Scrapy scheduler needs the pacing below.
-        on_fleet = FleetScheduler.of(self.crawler) is not None
+        on_fleet = on_fleet_frontier(self.crawler)
         for row in iter_rows(open_list_lines(path)):
             if isinstance(row, SkippedRow):
                 self.skip_row(row)

@@ -26,7 +26,7 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from twisted.python.failure import Failure
 from w3lib.url import add_or_replace_parameter
 
-from scrapy_fleet.items import FilmItem
+from fleet_examples.items import FilmItem
 
 logger = logging.getLogger(__name__)
 
