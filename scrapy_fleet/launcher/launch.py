@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
@@ -40,20 +39,18 @@ class Launcher:
         if isinstance(opened, int):
             return opened
         # one seeder, unless joining or the start requests are all in already
-        workers = [Worker(slot=slot, seed=slot == 1 and not self.options.join and not opened.seeded,
-                          older_outcomes=opened.outcome_ids)
+        seeder = not self.options.join and not opened.seeded
+        workers = [Worker(slot=slot, seed=seeder and slot == 1, older_outcomes=opened.outcome_ids)
                    for slot in range(1, self.options.workers + 1)]
         watch = CrawlWatch(opened.url, self.keys, self.config)
+        supervisor = Supervisor(self.options, self.config, watch, self.progress, workers,
+                                self.log_dir(), python=self.python)
         try:
-            end = Supervisor(self.options, self.config, watch, self.progress, workers,
-                             self.log_dir(), python=self.python).run()
-            status = watch.status()
+            verdict = decide(supervisor.run())
         finally:
             watch.close()
-        if status is not None and status["state"].get("status") == "done":
-            end = replace(end, done=True)  # it finished as the last worker closed
-        verdict = decide(end)
         output = self.options.output if self.options.item_pipelines else None
-        self.progress.say(summary(self.options.spider, verdict.why, status, watch.error,
-                                  time.monotonic() - self.progress.started, workers, output))
+        elapsed = time.monotonic() - self.progress.started
+        self.progress.say(summary(self.options.spider, verdict.why, supervisor.final_status,
+                                  watch.error, elapsed, workers, output))
         return verdict.status

@@ -46,10 +46,13 @@ class Supervisor:
         self.python = python
         self.signals: list[int] = []  # signals received, handled in the main loop
         self.interrupted: int | None = None  # the first signal
+        self.stopped_on_error = False  # a worker stopped on a fault: the others were stopped
         self.late_joiners = False
         self.saw_done = False
         self.crawl_started_at: str | None = None
-        # a crawl that is done must not keep workers: past this, they are stuck
+        self.final_status: dict[str, Any] | None = None  # read once every worker has exited
+        # a crawl that is done must not keep workers: past this, they are stuck (stopped
+        # gracefully, then killed after as long again)
         self.stuck_grace = max(30.0, 2 * config.lease_timeout)
         self._kill_at: float | None = None
         self._done_since: float | None = None
@@ -57,7 +60,7 @@ class Supervisor:
     @property
     def stopping(self) -> bool:
         """The launcher stops the workers itself: none is restarted any more."""
-        return self.interrupted is not None or self.late_joiners
+        return self.interrupted is not None or self.stopped_on_error or self.late_joiners
 
     # --- the run --------------------------------------------------------------------
 
@@ -69,6 +72,7 @@ class Supervisor:
             pids = ", ".join(f"{w.slot}: pid {w.proc.pid}" for w in self.workers if w.proc)
             self.say(f"{plural(len(self.workers), 'worker')} started ({pids}); logs in {self.log_dir}")
             self.loop()
+            self.final_status = self.read_status()  # it may have finished as the last closed
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -100,7 +104,7 @@ class Supervisor:
                 self.progress.show(status, self.watch.error,
                                    sum(1 for w in self.workers if w.running), now)
             if self._done_since is not None and now - self._done_since > self.stuck_grace:
-                self._stop_stuck()
+                self._stop_stuck(now)
             time.sleep(POLL)
         self.progress.end()
 
@@ -188,6 +192,8 @@ class Supervisor:
             for w in self.workers:
                 if w.running:
                     send(w.proc, signal.SIGINT)
+        # none is restarted any more: one dying of this stop would only meet the fault
+        self.stopped_on_error = True
 
     # --- signals --------------------------------------------------------------------
 
@@ -233,12 +239,15 @@ class Supervisor:
                 if w.running:
                     send(w.proc, signal.SIGINT)
 
-    def _stop_stuck(self) -> None:
+    def _stop_stuck(self, now: float) -> None:
         # the crawl is done but a worker has not closed: it is stuck
         for w in self.workers:
-            if w.running:
+            if w.running and not w.stuck:
                 w.stuck = True
                 self.say(f"worker {w.slot} (pid {w.proc.pid}) still running "
                          f"{self.stuck_grace:.0f} s after the crawl finished; stopping it")
                 send(w.proc, signal.SIGINT)
-        self._done_since = float("inf")
+            elif w.running:
+                self.say(f"worker {w.slot} (pid {w.proc.pid}) did not stop; killing it")
+                send(w.proc, signal.SIGKILL)
+        self._done_since = now  # the next step, if one is needed, after as long again
