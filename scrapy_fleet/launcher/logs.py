@@ -1,7 +1,7 @@
-"""What the launcher reads from a worker's log: its last lines, and the fault it logged.
+"""What the launcher still reads from a worker's log, which is written for humans.
 
-Only for a worker that could not say how it ended in Redis; the log is for humans, so
-nothing else is taken from it.
+Its last lines, shown when the launcher gives up on a worker; and the fault it stopped
+on, only when it could not record that in Redis (scrapy_fleet.launcher.outcomes).
 """
 
 from __future__ import annotations
