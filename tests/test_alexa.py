@@ -2,40 +2,27 @@
 
 from __future__ import annotations
 
-import socket
 import zipfile
 from pathlib import Path
 
 import pytest
-
-try:
-    from webserver import FIXTURES, FakeWeb, run_crawl, run_fleet
-except ImportError:  # tests/ is a package
-    from tests.webserver import FIXTURES, FakeWeb, run_crawl, run_fleet
-
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet import error as net_error
 from twisted.python.failure import Failure
 
-
+from conftest import FIXTURES, free_port, run_crawl, run_fleet
 from fleet_examples.spiders.alexa import failure_reason
+from local_site import FakeWeb
 
 GBK_TITLE = "百度一下，你就知道"
 UTF8_TITLE = "Ünïcødé — 你好"
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def web():
-    with FakeWeb() as server:
-        yield server
+def web(serve) -> FakeWeb:
+    return serve(FakeWeb())
 
 
 def by_domain(items: list[dict]) -> dict[str, dict]:
@@ -43,7 +30,7 @@ def by_domain(items: list[dict]) -> dict[str, dict]:
 
 
 def test_every_listed_site_gives_one_item_whatever_happens(web: FakeWeb, tmp_path: Path) -> None:
-    refused = closed_port()
+    refused = free_port()  # nothing listens: connection refused
     web.add("http://ok.test/", f"<html><head><title>  {UTF8_TITLE}\n </title></head></html>")
     web.add(
         "http://gbk-meta.test/",

@@ -6,16 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
-
-try:
-    from webserver import FIXTURES, FakeWeb, run_crawl, run_fleet
-except ImportError:  # tests/ is a package
-    from tests.webserver import FIXTURES, FakeWeb, run_crawl, run_fleet
-
 from parsel import Selector
 from scrapy.http import HtmlResponse, Request
 
+from conftest import FIXTURES, run_crawl, run_fleet
 from fleet_examples.spiders.maoyan import blocked_reason, board_entries, movie_id_from_href, parse_film
+from local_site import FakeWeb
 
 BOARD = "http://www.maoyan.com/board/4"  # answered by the fake web through the proxy
 VERIFY_URL = "http://verify.maoyan.com/verify?requestCode=5f1e0c&redirectURL=http%3A%2F%2Fwww.maoyan.com%2Fboard%2F4"
@@ -146,9 +142,8 @@ def serve_board(web: FakeWeb, skip: tuple[int, ...] = ()) -> None:
 
 
 @pytest.fixture
-def web():
-    with FakeWeb() as server:
-        yield server
+def web(serve) -> FakeWeb:
+    return serve(FakeWeb())
 
 
 def test_whole_board_one_item_per_film_and_rerun_adds_nothing(tmp_path: Path, web: FakeWeb) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from conftest import free_port
 from scrapy_fleet.redis_server import (
     RedisUnavailable,
     UnsafeDirectory,
@@ -82,12 +83,7 @@ def test_long_data_dirs_get_a_short_socket(tmp_path: Path):
 
 
 def test_password_in_the_url_is_used_and_never_shown(tmp_path: Path):
-    import socket as socketlib
-    import subprocess
-
-    with socketlib.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--requirepass", "s3cret", "--dir", str(tmp_path)],
