@@ -6,7 +6,7 @@ stop or restart Redis take ``own_redis`` instead: a server of their own.
 
 The sites a test crawls are in local_site.py; ``serve`` starts one for a test and stops it
 after. Crawls run as real ``scrapy`` processes (``runspider``, ``run_link_spider``,
-``Fleet``, ``run_crawl``...).
+``Fleet``, ``run_crawl``...); tests that start one are marked ``slow``.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import runspider_args, scrapy
 
+pytestmark = pytest.mark.slow  # a real `scrapy runspider`
+
 PROBE = '''
 import scrapy
 

@@ -22,6 +22,8 @@ from local_site import LinkedSite
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.redis_server import connect
 
+pytestmark = pytest.mark.slow  # a real `scrapy fleet -n 3`
+
 PAGES = 300
 
 

@@ -342,6 +342,7 @@ def _run_spider(tmp_path, spider_file: str, settings: dict[str, str], **spider_a
     return scrapy(tmp_path, *runspider_args(spider_file, settings, spider_args))
 
 
+@pytest.mark.slow
 def test_a_crawlspider_crawls_on_the_fleet(tmp_path, fleet_settings, serve):
     site = serve(LinkedSite(30))
     result = _run_spider(tmp_path, "rulespider.py", fleet_settings, start_url=f"{site.url}/page/0")
@@ -353,6 +354,7 @@ def test_a_crawlspider_crawls_on_the_fleet(tmp_path, fleet_settings, serve):
     assert stat(log, "item_scraped_count") == 29  # every page but the start page, via the rule
 
 
+@pytest.mark.slow
 def test_forged_entries_cannot_read_files_use_a_proxy_or_call_spider_hooks(
     tmp_path, fleet_settings, redis_url, key_prefix, serve
 ):
@@ -383,6 +385,7 @@ def test_forged_entries_cannot_read_files_use_a_proxy_or_call_spider_hooks(
     assert set(site.page_fetches()) == {f"/page/{i}" for i in range(20)}
 
 
+@pytest.mark.slow
 def test_a_request_too_large_fails_where_it_is_made_not_as_redis_unreachable(tmp_path, own_redis, key_prefix,
                                                                             serve):
     # Redis with its smallest bulk limit (1 MB) stands in for the real 512 MB one

@@ -58,6 +58,7 @@ def test_bad_values_name_the_setting(name, value):
         FleetConfig.from_settings(Settings({name: value}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("command", "setting", "message"),
     [

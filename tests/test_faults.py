@@ -50,6 +50,7 @@ def resumable(client: redis.Redis, keys: CrawlKeys) -> None:
 # --- junk in the keys ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_junk_queue_members_are_dropped_counted_and_the_crawl_ends(
         tmp_path: Path, site, fleet_settings, redis_client):
     keys = keys_of(fleet_settings)
@@ -69,6 +70,7 @@ def test_junk_queue_members_are_dropped_counted_and_the_crawl_ends(
     assert "UnicodeDecodeError" not in worker.text
 
 
+@pytest.mark.slow
 def test_junk_in_stats_workers_and_leases_is_survived(tmp_path: Path, site, fleet_settings,
                                                        redis_client):
     keys = keys_of(fleet_settings)
@@ -136,6 +138,7 @@ def test_a_persistent_error_in_the_tick_stops_the_worker_clearly(redis_url, key_
 # --- Redis losing the crawl's data -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_flushall_mid_crawl_stops_the_worker_naming_the_lost_state(
         tmp_path: Path, site, own_redis: OwnRedis, key_prefix):
     settings = {"REDIS_URL": own_redis.url, "FLEET_KEY_PREFIX": key_prefix}
@@ -147,6 +150,7 @@ def test_flushall_mid_crawl_stops_the_worker_naming_the_lost_state(
     assert len(site.page_fetches()) < PAGES  # it stopped; it did not idle or fake an end
 
 
+@pytest.mark.slow
 def test_evicted_queue_is_reported_as_lost_not_finished(tmp_path: Path, site, own_redis: OwnRedis,
                                                         key_prefix):
     settings = {"REDIS_URL": own_redis.url, "FLEET_KEY_PREFIX": key_prefix,
@@ -162,6 +166,7 @@ def test_evicted_queue_is_reported_as_lost_not_finished(tmp_path: Path, site, ow
     assert "Spider closed (finished)" not in worker.text
 
 
+@pytest.mark.slow
 def test_a_redis_that_can_lose_data_is_warned_about(tmp_path: Path, site, own_redis: OwnRedis,
                                                     key_prefix):
     client = connect(own_redis.url)
@@ -178,6 +183,7 @@ def test_a_redis_that_can_lose_data_is_warned_about(tmp_path: Path, site, own_re
 # --- Redis full --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_out_of_memory_stops_clearly_and_the_same_command_resumes(
         tmp_path: Path, site, own_redis: OwnRedis, key_prefix):
     settings = {"REDIS_URL": own_redis.url, "FLEET_KEY_PREFIX": key_prefix,
@@ -204,6 +210,7 @@ def test_out_of_memory_stops_clearly_and_the_same_command_resumes(
 # --- who may use the crawl ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_wrong_password_fails_at_once(tmp_path: Path, own_redis: OwnRedis):
     connect(own_redis.url).config_set("requirepass", "right")
     url = own_redis.url.replace("unix://", "unix://:wrong@")
@@ -219,6 +226,7 @@ def test_a_wrong_password_fails_at_once(tmp_path: Path, own_redis: OwnRedis):
     assert "unreachable" not in worker.text
 
 
+@pytest.mark.slow
 def test_another_spider_with_the_same_name_refuses_to_join(tmp_path: Path, site, fleet_settings):
     first = crawl_under_way(tmp_path, site, fleet_settings, pages=5)
     other = scrapy(tmp_path, *runspider_args("otherlinks.py", fleet_settings,
@@ -233,6 +241,7 @@ def test_another_spider_with_the_same_name_refuses_to_join(tmp_path: Path, site,
 # --- start requests that cannot be made --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unreadable_list_fails_scrapy_crawl(tmp_path: Path, fleet_settings):
     proc = scrapy(REPO, "crawl", "alexa", "-a", f"list={tmp_path / 'missing.csv'}",
                   *scrapy_args({**fleet_settings, "FLEET_OUTPUT": str(tmp_path / "out.jsonl")}))
@@ -241,6 +250,7 @@ def test_an_unreadable_list_fails_scrapy_crawl(tmp_path: Path, fleet_settings):
     assert "Spider closed (finished)" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_unreadable_list_fails_scrapy_fleet_with_the_error_on_the_terminal(
         tmp_path: Path, fleet_settings):
     missing = tmp_path / "missing.csv"

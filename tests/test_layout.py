@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO, WAIT, scrapy, scrapy_env
 
 PLUGIN = REPO / "scrapy_fleet"
@@ -40,6 +42,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@pytest.mark.slow
 def test_no_plugin_module_imports_the_example_project():
     modules = sorted(module_name(p) for p in PLUGIN.rglob("*.py"))
     assert "scrapy_fleet.commands.fleet" in modules and "scrapy_fleet.spiders" in modules
@@ -66,6 +69,7 @@ def test_the_example_uses_only_the_plugins_public_api():
     assert set(used) <= PUBLIC, used
 
 
+@pytest.mark.slow
 def test_the_installed_plugin_brings_no_spiders_into_another_project(tmp_path: Path):
     # what setup.py installs: its build_py output, not this checkout
     lib = tmp_path / "lib"

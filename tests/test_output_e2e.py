@@ -16,6 +16,8 @@ from conftest import Output, runspider
 from local_site import LinkedSite
 from scrapy_fleet.errors import EXIT_FATAL
 
+pytestmark = pytest.mark.slow  # every test runs real `scrapy` workers
+
 PAGES = 30
 EVERY_ITEM = sorted((f"/page/{page}", part) for page in range(PAGES) for part in (1, 2))
 

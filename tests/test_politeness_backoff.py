@@ -83,6 +83,7 @@ def web(serve):
     ]))
 
 
+@pytest.mark.slow
 def test_429_with_retry_after_pauses_that_host_for_the_whole_fleet(tmp_path: Path, web, fleet_settings):
     settings = {**fleet_settings, "DOWNLOAD_DELAY": "0.2", "ROBOTSTXT_OBEY": "True"}
     workers = run_link_spiders(tmp_path, web.hub_url, settings)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import finish_all, fp, open_frontier, runspider, total
 from local_site import Host, PoliteSite, gaps, summary
 from scrapy_fleet.frontier.keys import CrawlKeys
@@ -128,6 +130,7 @@ class Revisit(scrapy.Spider):
 '''
 
 
+@pytest.mark.slow
 def test_a_host_pruned_and_crawled_again_gets_robots_and_crawl_delay_again(
         tmp_path: Path, fleet_settings, redis_client, serve):
     site = serve(PoliteSite([Host(pages=6, robots="User-agent: *\nCrawl-delay: 1\n")]))

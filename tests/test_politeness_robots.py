@@ -65,6 +65,7 @@ def web(serve):
     ]))
 
 
+@pytest.mark.slow
 def test_crawl_delay_is_honoured_across_workers_and_robots_fetched_once(tmp_path, web, fleet_settings):
     settings = {**fleet_settings, "ROBOTSTXT_OBEY": "True", "DOWNLOAD_DELAY": "0.1",
                 "FLEET_MAX_CRAWL_DELAY": "10"}
@@ -142,6 +143,7 @@ def test_a_robots_txt_over_the_cap_is_cut_at_a_line_like_google_does():
     assert kept.truncated and kept.body == b"User-agent: *\nDisallow: /early\n"
 
 
+@pytest.mark.slow
 def test_a_long_robots_txt_is_stored_capped_and_counted(tmp_path, fleet_settings, redis_client, serve):
     filler = "".join(f"Disallow: /filler/{i}\n" for i in range(2000))
     others = "".join(f"User-agent: bot{i}\nDisallow: /\n\n" for i in range(2000))

@@ -126,6 +126,7 @@ def web(serve):
     return serve(PoliteSite([Host(pages=8, latency=0.8)] + [Host(pages=8) for _ in range(4)]))
 
 
+@pytest.mark.slow
 def test_three_workers_keep_the_delay_per_host_and_hosts_do_not_wait(tmp_path, web, fleet_settings):
     delay = 0.5
     settings = {**fleet_settings, "DOWNLOAD_DELAY": str(delay), "ROBOTSTXT_OBEY": "True",
@@ -156,6 +157,7 @@ def test_three_workers_keep_the_delay_per_host_and_hosts_do_not_wait(tmp_path, w
     assert workers[0].stat("fleet/politeness/delayed") > 0
 
 
+@pytest.mark.slow
 def test_three_workers_on_one_host_are_one_polite_crawler(tmp_path, fleet_settings, serve):
     site = serve(PoliteSite([Host(pages=16)]))
     settings = {**fleet_settings, "DOWNLOAD_DELAY": "0.5"}
@@ -169,6 +171,7 @@ def test_three_workers_on_one_host_are_one_polite_crawler(tmp_path, fleet_settin
     assert sorted(gaps(log))[len(log) // 2] < 0.8, summary(gaps(log))
 
 
+@pytest.mark.slow
 def test_adaptive_mode_sets_the_delay_from_latency_for_the_whole_fleet(tmp_path, fleet_settings, redis_client,
                                                                        serve):
     site = serve(PoliteSite([Host(pages=14, latency=0.3)]))

@@ -194,6 +194,7 @@ def test_a_worker_records_how_it_ended_and_junk_outcomes_are_skipped(frontier):
     assert frontier.outcomes() == {"w1": {"reason": "finished", "pages": 3, "error": None}}
 
 
+@pytest.mark.slow  # a redis-server of its own, stopped and started
 def test_on_the_reactor_an_outage_never_sleeps_and_ends_at_the_deadline(own_redis, key_prefix):
     """wait=False (the scheduler's calls): no sleep, RedisRetryLater until the deadline of
     the outage (not of one call), then RedisUnavailable for every caller until Redis is back."""

@@ -18,6 +18,8 @@ from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.redis_server import connect
 
+pytestmark = pytest.mark.slow  # every test runs real `scrapy` workers
+
 PAGES = 300
 # The whole site is one host, and CONCURRENT_REQUESTS_PER_DOMAIN is a fleet-wide cap: at
 # the default (8) one worker can hold all of the host's slots. Let both workers in.
