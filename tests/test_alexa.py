@@ -2,48 +2,36 @@
 
 from __future__ import annotations
 
-import socket
 import zipfile
 from pathlib import Path
 
 import pytest
-
-try:
-    from webserver import FIXTURES, FakeWeb, run_crawl, run_fleet
-except ImportError:  # tests/ is a package
-    from tests.webserver import FIXTURES, FakeWeb, run_crawl, run_fleet
-
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import HtmlResponse, Request
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.internet import error as net_error
 from twisted.python.failure import Failure
 
-
+from conftest import FIXTURES, free_port, run_crawl, run_fleet
 from fleet_examples.spiders.alexa import failure_reason
+from local_site import FakeWeb
 
 GBK_TITLE = "百度一下，你就知道"
 UTF8_TITLE = "Ünïcødé — 你好"
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
-def web():
-    with FakeWeb() as server:
-        yield server
+def web(serve) -> FakeWeb:
+    return serve(FakeWeb())
 
 
 def by_domain(items: list[dict]) -> dict[str, dict]:
     return {item["domain"]: item for item in items}
 
 
+@pytest.mark.slow
 def test_every_listed_site_gives_one_item_whatever_happens(web: FakeWeb, tmp_path: Path) -> None:
-    refused = closed_port()
+    refused = free_port()  # nothing listens: connection refused
     web.add("http://ok.test/", f"<html><head><title>  {UTF8_TITLE}\n </title></head></html>")
     web.add(
         "http://gbk-meta.test/",
@@ -146,6 +134,7 @@ def test_every_listed_site_gives_one_item_whatever_happens(web: FakeWeb, tmp_pat
     assert "Skipping list line 19 (duplicate): '16,ok.test'" in result.log
 
 
+@pytest.mark.slow
 def test_max_urls_stops_early_and_default_is_500(tmp_path: Path, web: FakeWeb) -> None:
     listing = tmp_path / "list.csv"
     listing.write_text("".join(f"{rank},site{rank}.test\n" for rank in range(1, 601)))
@@ -157,6 +146,7 @@ def test_max_urls_stops_early_and_default_is_500(tmp_path: Path, web: FakeWeb) -
     assert len(default.items) == 500 and default.stats["alexa/sites_queued"] == 500
 
 
+@pytest.mark.slow
 def test_zip_list_and_download_once_from_http_and_file_urls(tmp_path: Path, web: FakeWeb) -> None:
     web.add("http://one.test/", "<title>one</title>")
     csv_bytes = b"1,one.test\n2,two.test"
@@ -181,6 +171,7 @@ def test_zip_list_and_download_once_from_http_and_file_urls(tmp_path: Path, web:
     assert len(list((tmp_path / "file" / "data" / "lists").iterdir())) == 1
 
 
+@pytest.mark.slow
 def test_list_download_failure_is_an_error_not_an_empty_success(tmp_path: Path, web: FakeWeb) -> None:
     result = run_crawl("alexa", tmp_path, web, args={"list": "http://lists.test/missing.csv"})
     assert result.items == []
@@ -188,6 +179,7 @@ def test_list_download_failure_is_an_error_not_an_empty_success(tmp_path: Path, 
     assert "cannot download the list http://lists.test/missing.csv: HTTP 404" in result.log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "fixture",
     ["alexa_top-1m_head2000_SoumyaParida-webcrawlTest.csv", "tranco_top-1m_head2000_kmikholap-dns-gen.csv"],
@@ -204,6 +196,7 @@ def test_real_list_heads(fixture: str, tmp_path: Path, web: FakeWeb) -> None:
     assert "alexa/rows_skipped" not in result.stats
 
 
+@pytest.mark.slow
 def test_follow_same_site_links_up_to_depth(tmp_path: Path, web: FakeWeb) -> None:
     web.add(
         "http://deep.test/",
@@ -275,6 +268,7 @@ def check_mixed_items(items: list[dict], count: int) -> None:
             assert item["final_url"] == f"http://www.site{n}.test/"
 
 
+@pytest.mark.slow
 def test_on_the_fleet_frontier(tmp_path: Path, web: FakeWeb, redis_url: str, key_prefix: str) -> None:
     serve_mixed_sites(web, 40)
     listing = tmp_path / "list.csv"
@@ -287,6 +281,7 @@ def test_on_the_fleet_frontier(tmp_path: Path, web: FakeWeb, redis_url: str, key
     assert result.stats["alexa/rows_skipped"] == 2
 
 
+@pytest.mark.slow
 def test_scrapy_fleet_with_two_workers(tmp_path: Path, web: FakeWeb, redis_url: str, key_prefix: str) -> None:
     serve_mixed_sites(web, 60)
     listing = tmp_path / "list.csv"
@@ -297,6 +292,7 @@ def test_scrapy_fleet_with_two_workers(tmp_path: Path, web: FakeWeb, redis_url: 
     check_mixed_items(result.items, 60)
 
 
+@pytest.mark.slow
 def test_the_list_is_pulled_lazily_not_all_scheduled_at_once(tmp_path: Path, web: FakeWeb) -> None:
     listing = tmp_path / "list.csv"
     listing.write_text("".join(f"{rank},site{rank}.test\n" for rank in range(1, 20001)))

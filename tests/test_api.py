@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import SCRAPY, scrapy_args, scrapy_env
+from conftest import runspider_args, scrapy
+
+pytestmark = pytest.mark.slow  # a real `scrapy runspider`
 
 PROBE = '''
 import scrapy
@@ -29,10 +30,7 @@ class ProbeSpider(scrapy.Spider):
 def probe(tmp_path: Path, settings: dict[str, str]) -> str:
     spider = tmp_path / "probe.py"
     spider.write_text(PROBE)
-    result = subprocess.run(
-        [*SCRAPY, "runspider", str(spider), *scrapy_args({"TELNETCONSOLE_ENABLED": "0", **settings})],
-        cwd=tmp_path, env=scrapy_env(), capture_output=True, text=True, timeout=120,
-    )
+    result = scrapy(tmp_path, *runspider_args(spider, {"TELNETCONSOLE_ENABLED": "0", **settings}))
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stderr
 

@@ -17,21 +17,20 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OwnRedis
-from fleet_helpers import Fleet, fleet_args, make_project, wait_for
-from linked_site import LinkedSite
+from conftest import Fleet, OwnRedis, fleet_args, make_project, wait_for
+from local_site import LinkedSite
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.redis_server import connect
+
+pytestmark = pytest.mark.slow  # a real `scrapy fleet -n 3`
 
 PAGES = 300
 
 
 @pytest.fixture
-def site():
+def site(serve):
     # slow enough that the crawl is still running through every step below
-    server = LinkedSite(PAGES, delay=0.15).start()
-    yield server
-    server.stop()
+    return serve(LinkedSite(PAGES, delay=0.15))
 
 
 def worker_pids(fleet: Fleet) -> dict[int, int]:

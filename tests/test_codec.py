@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pickle
 import re
-import subprocess
 
 import msgpack
 import pytest
 from scrapy import FormRequest, Request, Spider
 from scrapy.http import JsonRequest
 
-from linked_site import LinkedSite
-from processes import WAIT
+from conftest import frontier, runspider_args, scrapy, stat
+from local_site import LinkedSite
 from scrapy_fleet.frontier import codec
 from scrapy_fleet.redis_server import connect
 
@@ -340,39 +339,26 @@ def test_the_default_cap_is_below_what_redis_takes(redis_client):
 
 
 def _run_spider(tmp_path, spider_file: str, settings: dict[str, str], **spider_args: str):
-    from conftest import SCRAPY, TESTS, scrapy_args, scrapy_env
-
-    return subprocess.run(
-        [*SCRAPY, "runspider", str(TESTS / "spiders" / spider_file), *scrapy_args(settings, spider_args)],
-        cwd=tmp_path, env=scrapy_env(), capture_output=True, text=True, timeout=WAIT,
-    )
+    return scrapy(tmp_path, *runspider_args(spider_file, settings, spider_args))
 
 
-def _stat(text: str, name: str) -> int:
-    found = re.search(rf"'{re.escape(name)}': (\d+)", text)
-    return int(found.group(1)) if found else 0
-
-
-def test_a_crawlspider_crawls_on_the_fleet(tmp_path, fleet_settings):
-    site = LinkedSite(30).start()
-    try:
-        result = _run_spider(tmp_path, "rulespider.py", fleet_settings, start_url=f"{site.url}/page/0")
-    finally:
-        site.stop()
+@pytest.mark.slow
+def test_a_crawlspider_crawls_on_the_fleet(tmp_path, fleet_settings, serve):
+    site = serve(LinkedSite(30))
+    result = _run_spider(tmp_path, "rulespider.py", fleet_settings, start_url=f"{site.url}/page/0")
     log = result.stderr
     assert result.returncode == 0, log[-3000:]
-    assert _stat(log, "fleet/invalid") == 0, log[-3000:]
+    assert stat(log, "fleet/invalid") == 0, log[-3000:]
     fetches = site.page_fetches()
     assert set(fetches) == {f"/page/{i}" for i in range(30)} and max(fetches.values()) == 1
-    assert _stat(log, "item_scraped_count") == 29  # every page but the start page, via the rule
+    assert stat(log, "item_scraped_count") == 29  # every page but the start page, via the rule
 
 
+@pytest.mark.slow
 def test_forged_entries_cannot_read_files_use_a_proxy_or_call_spider_hooks(
-    tmp_path, fleet_settings, redis_url, key_prefix
+    tmp_path, fleet_settings, redis_url, key_prefix, serve
 ):
-    from fleet_helpers import frontier
-
-    site, proxy = LinkedSite(20).start(), LinkedSite(1).start()
+    site, proxy = serve(LinkedSite(20)), serve(LinkedSite(1))
     secret = tmp_path / "secret.txt"
     secret.write_text("<html><a href='/page/1'>do not read me</a></html>")
     forged = [
@@ -385,37 +371,32 @@ def test_forged_entries_cannot_read_files_use_a_proxy_or_call_spider_hooks(
     watch.open(fresh=False)
     watch.flush([(b"", "127.0.0.1", 100, blob) for blob in forged])  # ahead of every page
     watch.leave()
-    try:
-        result = _run_spider(tmp_path, "linkspider.py", fleet_settings, start_url=f"{site.url}/page/0")
-    finally:
-        site.stop()
-        proxy.stop()
+    result = _run_spider(tmp_path, "linkspider.py", fleet_settings, start_url=f"{site.url}/page/0")
     log = result.stderr
     assert result.returncode == 0, log[-3000:]
-    assert _stat(log, "fleet/invalid") == 4, log[-3000:]
+    assert stat(log, "fleet/invalid") == 4, log[-3000:]
     for reason in ("URL scheme 'file' is not in FLEET_ALLOWED_SCHEMES",
                    "meta key 'proxy' is not in FLEET_TRUSTED_META",
                    "callback 'update_settings' is a method Scrapy itself calls",
                    "callback 'start' is a method Scrapy itself calls"):
         assert reason in log, reason
     assert sum(proxy.fetches.values()) == 0, "a request went through the forged proxy"
-    assert _stat(log, "response_received_count") == 20  # the site's pages, no file
+    assert stat(log, "response_received_count") == 20  # the site's pages, no file
     assert set(site.page_fetches()) == {f"/page/{i}" for i in range(20)}
 
 
-def test_a_request_too_large_fails_where_it_is_made_not_as_redis_unreachable(tmp_path, own_redis, key_prefix):
+@pytest.mark.slow
+def test_a_request_too_large_fails_where_it_is_made_not_as_redis_unreachable(tmp_path, own_redis, key_prefix,
+                                                                            serve):
     # Redis with its smallest bulk limit (1 MB) stands in for the real 512 MB one
     client = connect(own_redis.url)
     client.config_set("proto-max-bulk-len", 1024 * 1024)
     client.close()
-    site = LinkedSite(10).start()
+    site = serve(LinkedSite(10))
     settings = {"REDIS_URL": own_redis.url, "FLEET_KEY_PREFIX": key_prefix,
                 "FLEET_REDIS_RETRY_TIMEOUT": "2", "FLEET_MAX_REQUEST_BYTES": "500000"}
-    try:
-        result = _run_spider(tmp_path, "bigmetaspider.py", settings,
-                             start_url=f"{site.url}/page/0", meta_bytes=str(2 * 1024 * 1024))
-    finally:
-        site.stop()
+    result = _run_spider(tmp_path, "bigmetaspider.py", settings,
+                         start_url=f"{site.url}/page/0", meta_bytes=str(2 * 1024 * 1024))
     log = result.stderr
     assert result.returncode == 0, log[-3000:]
     assert "unreachable" not in log

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 from scrapy.settings import SETTINGS_PRIORITIES, Settings
 
-from conftest import SCRAPY, TESTS, scrapy_env
-from fleet_helpers import make_project
+from conftest import SPIDERS, make_project, scrapy
 from scrapy_fleet.config import ConfigError, FleetConfig
 
 
@@ -60,21 +58,19 @@ def test_bad_values_name_the_setting(name, value):
         FleetConfig.from_settings(Settings({name: value}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("command", "setting", "message"),
     [
-        (["runspider", str(TESTS / "spiders" / "linkspider.py")], "FLEET_LEASE_TIMEOUT=abc",
+        (["runspider", str(SPIDERS / "linkspider.py")], "FLEET_LEASE_TIMEOUT=abc",
          "FLEET_LEASE_TIMEOUT must be a number, got 'abc'"),
         (["crawl", "links"], "FLEET_BACKOFF_BASE=-1", "FLEET_BACKOFF_BASE must be at least 0.001"),
     ],
 )
 def test_a_bad_setting_under_scrapy_crawl_is_one_line_and_a_failure(tmp_path, command, setting, message):
     project = make_project(tmp_path)
-    result = subprocess.run(
-        [*SCRAPY, *command, "-a", "start_url=http://127.0.0.1:9/", "-s", setting,
-         "-s", f"FLEET_DATA_DIR={tmp_path / '.fleet'}"],
-        cwd=project, env=scrapy_env(), capture_output=True, text=True, timeout=120,
-    )
+    result = scrapy(project, *command, "-a", "start_url=http://127.0.0.1:9/", "-s", setting,
+                    "-s", f"FLEET_DATA_DIR={tmp_path / '.fleet'}")
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     name = setting.split("=")[0]

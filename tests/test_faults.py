@@ -7,20 +7,17 @@ faults are in test_pipelines.py, the codec's and the embedded server's in their 
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from conftest import SCRAPY, TESTS, OwnRedis, run_link_spider, scrapy_args, scrapy_env
-from linked_site import LinkedSite
-from processes import Output, wait_until
+from conftest import REPO, OwnRedis, crawl_under_way, run_link_spider, runspider_args, scrapy, scrapy_args
+from local_site import LinkedSite
 from scrapy_fleet.config import FleetConfig
 from scrapy_fleet.errors import EXIT_FATAL
 from scrapy_fleet.frontier.keys import CrawlKeys
-from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.launcher import print_status
 from scrapy_fleet.redis_server import connect
 
@@ -28,10 +25,8 @@ PAGES = 200
 
 
 @pytest.fixture
-def site():
-    server = LinkedSite(PAGES, delay=0.02).start()
-    yield server
-    server.stop()
+def site(serve):
+    return serve(LinkedSite(PAGES, delay=0.02))
 
 
 def all_pages() -> set[str]:
@@ -55,6 +50,7 @@ def resumable(client: redis.Redis, keys: CrawlKeys) -> None:
 # --- junk in the keys ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_junk_queue_members_are_dropped_counted_and_the_crawl_ends(
         tmp_path: Path, site, fleet_settings, redis_client):
     keys = keys_of(fleet_settings)
@@ -64,7 +60,7 @@ def test_junk_queue_members_are_dropped_counted_and_the_crawl_ends(
     redis_client.zadd(keys.queue(slot), {b"junk": -1e15, b"\xff\xfe\x00bad": -1e15})
     redis_client.zadd(keys.ready, {slot: -1e15})
 
-    worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings))
+    worker = run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings)
     assert worker.finish() == 0, worker.text[-3000:]
 
     assert set(site.page_fetches()) == all_pages()
@@ -74,6 +70,7 @@ def test_junk_queue_members_are_dropped_counted_and_the_crawl_ends(
     assert "UnicodeDecodeError" not in worker.text
 
 
+@pytest.mark.slow
 def test_junk_in_stats_workers_and_leases_is_survived(tmp_path: Path, site, fleet_settings,
                                                        redis_client):
     keys = keys_of(fleet_settings)
@@ -93,7 +90,7 @@ def test_junk_in_stats_workers_and_leases_is_survived(tmp_path: Path, site, flee
         assert print_status("links", config, as_json=True, out=f) == 0
     assert "\\xff\\xfeghost" in out.read_text()
 
-    worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings))
+    worker = run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings)
     assert worker.finish() == 0, worker.text[-3000:]
     assert set(site.page_fetches()) == all_pages()
     assert gauges(redis_client, keys) == (b"0", b"0")
@@ -141,11 +138,11 @@ def test_a_persistent_error_in_the_tick_stops_the_worker_clearly(redis_url, key_
 # --- Redis losing the crawl's data -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_flushall_mid_crawl_stops_the_worker_naming_the_lost_state(
         tmp_path: Path, site, own_redis: OwnRedis, key_prefix):
     settings = {"REDIS_URL": own_redis.url, "FLEET_KEY_PREFIX": key_prefix}
-    worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
-    wait_until(lambda: len(site.page_fetches()) >= 20)
+    worker = crawl_under_way(tmp_path, site, settings, pages=20)
     connect(own_redis.url).flushall()
 
     assert worker.finish() == EXIT_FATAL, worker.text[-3000:]
@@ -153,14 +150,14 @@ def test_flushall_mid_crawl_stops_the_worker_naming_the_lost_state(
     assert len(site.page_fetches()) < PAGES  # it stopped; it did not idle or fake an end
 
 
+@pytest.mark.slow
 def test_evicted_queue_is_reported_as_lost_not_finished(tmp_path: Path, site, own_redis: OwnRedis,
                                                         key_prefix):
     settings = {"REDIS_URL": own_redis.url, "FLEET_KEY_PREFIX": key_prefix,
                 "CONCURRENT_REQUESTS": "2"}
     keys = keys_of(settings)
     client = connect(own_redis.url)
-    worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
-    wait_until(lambda: len(site.page_fetches()) >= 20)
+    worker = crawl_under_way(tmp_path, site, settings, pages=20)
     # what allkeys-lru eviction does: whole keys vanish (here the payloads and a queue)
     client.delete(keys.payload, keys.queue("127.0.0.1"))
 
@@ -169,6 +166,7 @@ def test_evicted_queue_is_reported_as_lost_not_finished(tmp_path: Path, site, ow
     assert "Spider closed (finished)" not in worker.text
 
 
+@pytest.mark.slow
 def test_a_redis_that_can_lose_data_is_warned_about(tmp_path: Path, site, own_redis: OwnRedis,
                                                     key_prefix):
     client = connect(own_redis.url)
@@ -176,7 +174,7 @@ def test_a_redis_that_can_lose_data_is_warned_about(tmp_path: Path, site, own_re
     client.config_set("appendonly", "no")
     client.config_set("save", "")
     settings = {"REDIS_URL": own_redis.url, "FLEET_KEY_PREFIX": key_prefix}
-    worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
+    worker = run_link_spider(tmp_path, f"{site.url}/page/0", settings)
     assert worker.finish() == 0, worker.text[-3000:]
     assert "evicts keys when full (maxmemory-policy allkeys-lru)" in worker.text
     assert "has no persistence" in worker.text
@@ -185,14 +183,14 @@ def test_a_redis_that_can_lose_data_is_warned_about(tmp_path: Path, site, own_re
 # --- Redis full --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_out_of_memory_stops_clearly_and_the_same_command_resumes(
         tmp_path: Path, site, own_redis: OwnRedis, key_prefix):
     settings = {"REDIS_URL": own_redis.url, "FLEET_KEY_PREFIX": key_prefix,
                 "FLEET_REDIS_RETRY_TIMEOUT": "2"}
     keys = keys_of(settings)
     client = connect(own_redis.url)
-    worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
-    wait_until(lambda: len(site.page_fetches()) >= 20)
+    worker = crawl_under_way(tmp_path, site, settings, pages=20)
     # well below what it uses: what acks free cannot bring it back under the limit
     client.config_set("maxmemory", int(client.info("memory")["used_memory"]) // 2)
 
@@ -203,7 +201,7 @@ def test_out_of_memory_stops_clearly_and_the_same_command_resumes(
     assert client.zcard(keys.workers) == 0
 
     client.config_set("maxmemory", 0)
-    again = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
+    again = run_link_spider(tmp_path, f"{site.url}/page/0", settings)
     assert again.finish() == 0, again.text[-3000:]
     assert set(site.page_fetches()) == all_pages()
     assert gauges(client, keys) == (b"0", b"0")
@@ -212,12 +210,13 @@ def test_out_of_memory_stops_clearly_and_the_same_command_resumes(
 # --- who may use the crawl ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_wrong_password_fails_at_once(tmp_path: Path, own_redis: OwnRedis):
     connect(own_redis.url).config_set("requirepass", "right")
     url = own_redis.url.replace("unix://", "unix://:wrong@")
     started = time.monotonic()
     try:
-        worker = Output(run_link_spider(tmp_path, "http://127.0.0.1:9/", {"REDIS_URL": url}))
+        worker = run_link_spider(tmp_path, "http://127.0.0.1:9/", {"REDIS_URL": url})
         code = worker.finish(timeout=30)
     finally:  # so that the fixture can stop the server
         connect(own_redis.url.replace("unix://", "unix://:right@")).config_set("requirepass", "")
@@ -227,14 +226,11 @@ def test_a_wrong_password_fails_at_once(tmp_path: Path, own_redis: OwnRedis):
     assert "unreachable" not in worker.text
 
 
+@pytest.mark.slow
 def test_another_spider_with_the_same_name_refuses_to_join(tmp_path: Path, site, fleet_settings):
-    first = Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings))
-    wait_until(lambda: len(site.page_fetches()) >= 5)
-    other = subprocess.run(
-        [*SCRAPY, "runspider", str(TESTS / "spiders" / "otherlinks.py"),
-         *scrapy_args(fleet_settings, {"start_url": f"{site.url}/page/0"})],
-        cwd=tmp_path, env=scrapy_env(), capture_output=True, text=True, timeout=120,
-    )
+    first = crawl_under_way(tmp_path, site, fleet_settings, pages=5)
+    other = scrapy(tmp_path, *runspider_args("otherlinks.py", fleet_settings,
+                                             {"start_url": f"{site.url}/page/0"}))
     assert other.returncode != 0
     assert "made by linkspider.LinkSpider, not otherlinks.LinkSpider" in other.stderr + other.stdout
     assert "FLEET_KEY_PREFIX" in other.stderr + other.stdout
@@ -245,30 +241,23 @@ def test_another_spider_with_the_same_name_refuses_to_join(tmp_path: Path, site,
 # --- start requests that cannot be made --------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_unreadable_list_fails_scrapy_crawl(tmp_path: Path, fleet_settings):
-    from conftest import REPO
-
-    proc = subprocess.run(
-        [*SCRAPY, "crawl", "alexa", "-a", f"list={tmp_path / 'missing.csv'}",
-         *scrapy_args({**fleet_settings, "FLEET_OUTPUT": str(tmp_path / "out.jsonl")})],
-        cwd=REPO, env=scrapy_env(), capture_output=True, text=True, timeout=120,
-    )
+    proc = scrapy(REPO, "crawl", "alexa", "-a", f"list={tmp_path / 'missing.csv'}",
+                  *scrapy_args({**fleet_settings, "FLEET_OUTPUT": str(tmp_path / "out.jsonl")}))
     assert proc.returncode == EXIT_FATAL, proc.stderr[-3000:]
     assert f"cannot read the list {tmp_path / 'missing.csv'}" in proc.stderr
     assert "Spider closed (finished)" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_unreadable_list_fails_scrapy_fleet_with_the_error_on_the_terminal(
         tmp_path: Path, fleet_settings):
-    from conftest import REPO
-
     missing = tmp_path / "missing.csv"
-    proc = subprocess.run(
-        [*SCRAPY, "fleet", "alexa", "-n", "2", "-a", f"list={missing}", "--logdir",
-         str(tmp_path / "logs"),
-         *scrapy_args({**fleet_settings, "FLEET_OUTPUT": str(tmp_path / "out.jsonl")})],
-        cwd=REPO, env=scrapy_env(), capture_output=True, text=True, timeout=180,
-    )
+    proc = scrapy(REPO, "fleet", "alexa", "-n", "2", "-a", f"list={missing}", "--logdir",
+                  str(tmp_path / "logs"),
+                  *scrapy_args({**fleet_settings, "FLEET_OUTPUT": str(tmp_path / "out.jsonl")}),
+                  timeout=180)
     assert proc.returncode != 0, proc.stdout[-3000:]
     assert f"cannot read the list {missing}" in proc.stdout
     assert "finished: the frontier is empty" not in proc.stdout

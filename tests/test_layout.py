@@ -12,7 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO, SCRAPY, scrapy_env
+import pytest
+
+from conftest import REPO, WAIT, scrapy, scrapy_env
 
 PLUGIN = REPO / "scrapy_fleet"
 EXAMPLE = REPO / "fleet_examples"
@@ -40,12 +42,13 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@pytest.mark.slow
 def test_no_plugin_module_imports_the_example_project():
     modules = sorted(module_name(p) for p in PLUGIN.rglob("*.py"))
     assert "scrapy_fleet.commands.fleet" in modules and "scrapy_fleet.spiders" in modules
     result = subprocess.run(
         [sys.executable, "-c", _IMPORT_ALL, json.dumps(modules), str(PLUGIN)],
-        cwd=REPO, env=scrapy_env(), capture_output=True, text=True, timeout=120,
+        cwd=REPO, env=scrapy_env(), capture_output=True, text=True, timeout=WAIT,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
@@ -66,11 +69,12 @@ def test_the_example_uses_only_the_plugins_public_api():
     assert set(used) <= PUBLIC, used
 
 
+@pytest.mark.slow
 def test_the_installed_plugin_brings_no_spiders_into_another_project(tmp_path: Path):
     # what setup.py installs: its build_py output, not this checkout
     lib = tmp_path / "lib"
     subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)],
-                   cwd=REPO, check=True, capture_output=True, timeout=120)
+                   cwd=REPO, check=True, capture_output=True, timeout=WAIT)
     assert sorted(p.name for p in lib.iterdir()) == ["scrapy_fleet"]
     assert not list((lib / "scrapy_fleet").rglob("settings.py"))
 
@@ -89,8 +93,7 @@ def test_the_installed_plugin_brings_no_spiders_into_another_project(tmp_path: P
         "import scrapy\n\n\nclass MineSpider(scrapy.Spider):\n    name = 'mine'\n"
     )
     env = {**scrapy_env(), "PYTHONPATH": str(lib)}  # the installed plugin, not the checkout
-    listed = subprocess.run([*SCRAPY, "list"], cwd=project, env=env, capture_output=True,
-                            text=True, timeout=120)
+    listed = scrapy(project, "list", env=env)
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert listed.stdout.split() == ["mine"]
     where = subprocess.run(

@@ -6,16 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
-
-try:
-    from webserver import FIXTURES, FakeWeb, run_crawl, run_fleet
-except ImportError:  # tests/ is a package
-    from tests.webserver import FIXTURES, FakeWeb, run_crawl, run_fleet
-
 from parsel import Selector
 from scrapy.http import HtmlResponse, Request
 
+from conftest import FIXTURES, run_crawl, run_fleet
 from fleet_examples.spiders.maoyan import blocked_reason, board_entries, movie_id_from_href, parse_film
+from local_site import FakeWeb
 
 BOARD = "http://www.maoyan.com/board/4"  # answered by the fake web through the proxy
 VERIFY_URL = "http://verify.maoyan.com/verify?requestCode=5f1e0c&redirectURL=http%3A%2F%2Fwww.maoyan.com%2Fboard%2F4"
@@ -146,11 +142,11 @@ def serve_board(web: FakeWeb, skip: tuple[int, ...] = ()) -> None:
 
 
 @pytest.fixture
-def web():
-    with FakeWeb() as server:
-        yield server
+def web(serve) -> FakeWeb:
+    return serve(FakeWeb())
 
 
+@pytest.mark.slow
 def test_whole_board_one_item_per_film_and_rerun_adds_nothing(tmp_path: Path, web: FakeWeb) -> None:
     serve_board(web)
     result = run_crawl("maoyan", tmp_path, web, args={"board_url": BOARD})
@@ -172,6 +168,7 @@ def test_whole_board_one_item_per_film_and_rerun_adds_nothing(tmp_path: Path, we
     assert again.stats["fleet/output/duplicates_dropped"] == 100
 
 
+@pytest.mark.slow
 def test_verify_redirect_is_retried_with_backoff_then_parsed(tmp_path: Path, web: FakeWeb) -> None:
     serve_board(web, skip=(50,))
     web.sequence(
@@ -189,6 +186,7 @@ def test_verify_redirect_is_retried_with_backoff_then_parsed(tmp_path: Path, web
     assert f"ERROR: Blocked by Maoyan at {BOARD}?offset=50 (landed on {VERIFY_URL}): redirected to verify.maoyan.com" in result.log
 
 
+@pytest.mark.slow
 def test_pages_that_stay_blocked_give_up_loudly(tmp_path: Path, web: FakeWeb) -> None:
     serve_board(web, skip=(30, 40, 60, 70))
     web.redirect(f"{BOARD}?offset=30", VERIFY_URL)  # the same verify URL each time: retries must bypass the dupefilter
@@ -207,6 +205,7 @@ def test_pages_that_stay_blocked_give_up_loudly(tmp_path: Path, web: FakeWeb) ->
     assert "no board on the page" in result.log and "HTTP 403" in result.log
 
 
+@pytest.mark.slow
 def test_other_failures_are_logged_errors(tmp_path: Path, web: FakeWeb) -> None:
     serve_board(web, skip=(20,))  # offset 20 answers 404
     result = run_crawl("maoyan", tmp_path, web, args={"board_url": BOARD})
@@ -215,6 +214,7 @@ def test_other_failures_are_logged_errors(tmp_path: Path, web: FakeWeb) -> None:
     assert f"ERROR: Board page {BOARD}?offset=20 failed: HTTP 404" in result.log
 
 
+@pytest.mark.slow
 def test_on_the_fleet_frontier_with_a_blocked_page(tmp_path: Path, web: FakeWeb, redis_url: str, key_prefix: str) -> None:
     serve_board(web, skip=(50,))
     web.sequence(f"{BOARD}?offset=50", (302, "", {"Location": VERIFY_URL}), (200, shifted_page(50), {}))
@@ -228,6 +228,7 @@ def test_on_the_fleet_frontier_with_a_blocked_page(tmp_path: Path, web: FakeWeb,
     assert result.stats["maoyan/blocked"] == 1
 
 
+@pytest.mark.slow
 def test_scrapy_fleet_with_two_workers(tmp_path: Path, web: FakeWeb, redis_url: str, key_prefix: str) -> None:
     serve_board(web)
     frontier = {"REDIS_URL": redis_url, "FLEET_KEY_PREFIX": key_prefix}

@@ -7,27 +7,24 @@ import json
 import re
 import resource
 import signal
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import SCRAPY, TESTS, scrapy_args, scrapy_env
-from linked_site import LinkedSite
-from processes import Output
+from conftest import Output, runspider
+from local_site import LinkedSite
 from scrapy_fleet.errors import EXIT_FATAL
+
+pytestmark = pytest.mark.slow  # every test runs real `scrapy` workers
 
 PAGES = 30
 EVERY_ITEM = sorted((f"/page/{page}", part) for page in range(PAGES) for part in (1, 2))
 
 
 @pytest.fixture
-def site() -> Iterator[LinkedSite]:
-    server = LinkedSite(PAGES).start()
-    yield server
-    server.stop()
+def site(serve) -> LinkedSite:
+    return serve(LinkedSite(PAGES))
 
 
 def crawl(cwd: Path, site: LinkedSite, settings: dict[str, str], file_size_limit: int | None = None) -> Output:
@@ -37,12 +34,8 @@ def crawl(cwd: Path, site: LinkedSite, settings: dict[str, str], file_size_limit
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # kept across exec: EFBIG, not a kill
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
 
-    cmd = [*SCRAPY, "runspider", str(TESTS / "spiders" / "outputspider.py"),
-           *scrapy_args(settings, {"start_url": f"{site.url}/page/0"})]
-    return Output(subprocess.Popen(
-        cmd, cwd=cwd, env=scrapy_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, preexec_fn=limit if file_size_limit is not None else None,
-    ))
+    return runspider(cwd, "outputspider.py", settings, {"start_url": f"{site.url}/page/0"},
+                     preexec_fn=limit if file_size_limit is not None else None)
 
 
 def items_in(path: Path) -> list[tuple[str, int]]:

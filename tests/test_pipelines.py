@@ -17,12 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-try:
-    import webserver  # noqa: F401 - puts the repo on sys.path
-except ImportError:  # tests/ is a package
-    from tests import webserver  # noqa: F401
-
 import scrapy
 from scrapy.exceptions import DropItem
 from scrapy.http import HtmlResponse

@@ -8,14 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_link_spider
-from polite_site import Host, PoliteSite, Worker, gaps, summary, total
-from scrapy_fleet.frontier.keys import CrawlKeys
-from scrapy_fleet.frontier.queue import RedisFrontier
+from conftest import open_frontier, run_link_spiders, total
+from local_site import Host, PoliteSite, gaps, summary
 from scrapy_fleet.politeness.backoff import parse_retry_after
 from scrapy_fleet.politeness.store import PolitenessStore
-
-WAIT = 120
 
 
 # --- Retry-After ----------------------------------------------------------------------
@@ -38,15 +34,12 @@ def test_retry_after_in_seconds_or_as_an_http_date():
 
 @pytest.fixture
 def store(redis_client, redis_url, key_prefix) -> PolitenessStore:
-    frontier = RedisFrontier(redis_client, CrawlKeys(key_prefix, "spider"), "w1", url=redis_url)
-    frontier.open(fresh=False)
-    return PolitenessStore(frontier)
+    return PolitenessStore(open_frontier(redis_client, redis_url, key_prefix))
 
 
 def test_retry_after_pauses_the_slot_for_every_worker(store, redis_client, redis_url, key_prefix):
     frontier = store.frontier
-    other = RedisFrontier(redis_client, CrawlKeys(key_prefix, "spider"), "w2", url=redis_url)
-    other.open(fresh=False)
+    other = open_frontier(redis_client, redis_url, key_prefix, "w2")
     frontier.flush([(b"1" * 20, "busy", 0, b"b"), (b"2" * 20, "calm", 0, b"c")])
     count, pause = store.backoff("busy", 0.4, base=0.1, cap=60)
     assert (count, pause) == (1, 0.4)
@@ -83,20 +76,17 @@ def test_repeats_double_the_pause_up_to_the_cap(store):
 
 
 @pytest.fixture
-def web():
-    site = PoliteSite([
+def web(serve):
+    return serve(PoliteSite([
         Host(pages=8, scripted={"/p/2": [(429, {"Retry-After": "2"})]}),
         Host(pages=40),
-    ]).start()
-    yield site
-    site.stop()
+    ]))
 
 
+@pytest.mark.slow
 def test_429_with_retry_after_pauses_that_host_for_the_whole_fleet(tmp_path: Path, web, fleet_settings):
     settings = {**fleet_settings, "DOWNLOAD_DELAY": "0.2", "ROBOTSTXT_OBEY": "True"}
-    workers = [Worker(run_link_spider(tmp_path, web.hub_url, settings)) for _ in range(3)]
-    codes = [w.finish(WAIT) for w in workers]
-    assert codes == [0, 0, 0], "\n\n".join(w.text[-3000:] for w in workers)
+    workers = run_link_spiders(tmp_path, web.hub_url, settings)
 
     busy, calm = web.host(0), web.host(1)
     log = web.log(busy)

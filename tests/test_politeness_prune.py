@@ -3,25 +3,21 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
-from conftest import SCRAPY, scrapy_args, scrapy_env
-from polite_site import Host, PoliteSite, Worker, gaps, summary, total
+import pytest
+
+from conftest import finish_all, fp, open_frontier, runspider, total
+from local_site import Host, PoliteSite, gaps, summary
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.politeness.config import PolitenessConfig
 from scrapy_fleet.politeness.prune import HostStatePruner
 from scrapy_fleet.politeness.store import PolitenessStore
 
-WAIT = 120
 TTL = 0.5
 HASHES = ("nextok", "slotdelay", "crawldelay", "backoff", "robots")
-
-
-def fp(n: int) -> bytes:
-    return n.to_bytes(20, "big")
 
 
 def host_state(redis_client, keys: CrawlKeys) -> dict[str, dict[bytes, bytes]]:
@@ -47,8 +43,7 @@ def crawl_hosts(frontier: RedisFrontier, store: PolitenessStore, hosts: list[str
 
 def test_prune_leaves_only_the_state_of_live_hosts(redis_client, redis_url, key_prefix):
     keys = CrawlKeys(key_prefix, "spider")
-    frontier = RedisFrontier(redis_client, keys, "w1", url=redis_url, download_delay=0.02)
-    frontier.open(fresh=False)
+    frontier = open_frontier(redis_client, redis_url, key_prefix, download_delay=0.02)
     store = PolitenessStore(frontier)
     done = [f"done{i}.test" for i in range(600)]  # more than a small (listpack) hash holds
     crawl_hosts(frontier, store, done, 0)
@@ -57,8 +52,8 @@ def test_prune_leaves_only_the_state_of_live_hosts(redis_client, redis_url, key_
     store.robots_put("queued.test", "queued.test", b"User-agent: *\n", crawl_delay=0.05)
     store.robots_put("leased.test", "leased.test", None)
     frontier.flush([(fp(10_001), "leased.test", 0, b"l")])
-    other = RedisFrontier(redis_client, keys, "w2", url=redis_url, download_delay=0.02)
-    other.open(fresh=False)  # joins the crawl: a frontier flushes only once open
+    # joins the crawl: a frontier flushes only once open
+    other = open_frontier(redis_client, redis_url, key_prefix, "w2", download_delay=0.02)
     while not other.flush(pop=1).popped:  # held by another worker, not acknowledged
         time.sleep(0.01)
     store.backoff("paused.test", 30, base=1, cap=60)
@@ -89,9 +84,7 @@ def test_prune_leaves_only_the_state_of_live_hosts(redis_client, redis_url, key_
 
 def test_a_pruned_slot_gets_its_crawl_delay_back_when_its_rules_are_read(redis_client, redis_url, key_prefix):
     keys = CrawlKeys(key_prefix, "spider")
-    frontier = RedisFrontier(redis_client, keys, "w1", url=redis_url)
-    frontier.open(fresh=False)
-    store = PolitenessStore(frontier)
+    store = PolitenessStore(open_frontier(redis_client, redis_url, key_prefix))
     store.robots_put("h:8080", "h", b"User-agent: *\nCrawl-delay: 2\n", crawl_delay=2.0)
     assert store.slot_delay("h") == 2.0
     # no delay before robots.txt: the first page still waits a Crawl-delay after it
@@ -137,34 +130,28 @@ class Revisit(scrapy.Spider):
 '''
 
 
+@pytest.mark.slow
 def test_a_host_pruned_and_crawled_again_gets_robots_and_crawl_delay_again(
-        tmp_path: Path, fleet_settings, redis_client):
-    site = PoliteSite([Host(pages=6, robots="User-agent: *\nCrawl-delay: 1\n")]).start()
+        tmp_path: Path, fleet_settings, redis_client, serve):
+    site = serve(PoliteSite([Host(pages=6, robots="User-agent: *\nCrawl-delay: 1\n")]))
     spider = tmp_path / "revisit.py"
     spider.write_text(REVISIT)
-    try:
-        settings = {**fleet_settings, "ROBOTSTXT_OBEY": "True", "FLEET_HOST_STATE_TTL": "2"}
-        args = {"host": site.urls[0], "hub": site.hub_url, "pause": "12"}
-        cmd = [*SCRAPY, "runspider", str(spider), *scrapy_args(settings, args)]
-        workers = [Worker(subprocess.Popen(cmd, cwd=tmp_path, env=scrapy_env(), stdout=subprocess.PIPE,
-                                           stderr=subprocess.STDOUT, text=True)) for _ in range(2)]
-        codes = [w.finish(WAIT) for w in workers]
-        assert codes == [0, 0], "\n\n".join(w.text[-3000:] for w in workers)
-        host = site.host(0)
-        log = site.log(host)
-        assert sorted(site.pages(host)) == [f"/p/{k}" for k in range(6)]
-        # fetched again after the prune, once for the fleet (not once per worker)
-        paths = [a.path for a in log]
-        assert paths[0] == paths[4] == "/robots.txt", paths
-        assert sorted(paths[1:4]) == ["/p/0", "/p/1", "/p/2"] and len(paths) == 8, paths
-        # Crawl-delay: 1 held between any two arrivals, before and after the prune
-        assert min(gaps(log)) >= 0.9, summary(gaps(log))
-        assert max(gaps(log)) >= 5  # the pause: two eras
-        keys = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "revisit")
-        pruned = [int(v or 0) for v in redis_client.hmget(
-            keys.stats, ["politeness/hosts_pruned", "politeness/robots_pruned"])]
-        assert pruned[0] >= 1 and pruned[1] >= 1, pruned
-        assert total(workers, "fleet/politeness/robots_reread") >= 1
-        assert redis_client.hget(keys.crawl_delay, host) == b"1000"  # the second era's
-    finally:
-        site.stop()
+    settings = {**fleet_settings, "ROBOTSTXT_OBEY": "True", "FLEET_HOST_STATE_TTL": "2"}
+    args = {"host": site.urls[0], "hub": site.hub_url, "pause": "12"}
+    workers = finish_all([runspider(tmp_path, spider, settings, args) for _ in range(2)])
+    host = site.host(0)
+    log = site.log(host)
+    assert sorted(site.pages(host)) == [f"/p/{k}" for k in range(6)]
+    # fetched again after the prune, once for the fleet (not once per worker)
+    paths = [a.path for a in log]
+    assert paths[0] == paths[4] == "/robots.txt", paths
+    assert sorted(paths[1:4]) == ["/p/0", "/p/1", "/p/2"] and len(paths) == 8, paths
+    # Crawl-delay: 1 held between any two arrivals, before and after the prune
+    assert min(gaps(log)) >= 0.9, summary(gaps(log))
+    assert max(gaps(log)) >= 5  # the pause: two eras
+    keys = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "revisit")
+    pruned = [int(v or 0) for v in redis_client.hmget(
+        keys.stats, ["politeness/hosts_pruned", "politeness/robots_pruned"])]
+    assert pruned[0] >= 1 and pruned[1] >= 1, pruned
+    assert total(workers, "fleet/politeness/robots_reread") >= 1
+    assert redis_client.hget(keys.crawl_delay, host) == b"1000"  # the second era's

@@ -4,27 +4,17 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from protego import Protego
 
-from conftest import run_link_spider
-from polite_site import Host, PoliteSite, Worker, gaps, summary, total
+from conftest import run_link_spiders, total
+from local_site import Host, PoliteSite, gaps, summary
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.politeness.robots import FleetRobotsTxtMiddleware, _body
 from scrapy_fleet.politeness.robotstxt import MAX_READ_BYTES, compact_robots
 from scrapy_fleet.politeness.store import PolitenessStore
-
-WAIT = 120
-
-
-def crawl(tmp_path: Path, site: PoliteSite, settings: dict[str, str], workers: int = 3) -> list[Worker]:
-    procs = [Worker(run_link_spider(tmp_path, site.hub_url, settings)) for _ in range(workers)]
-    codes = [w.finish(WAIT) for w in procs]
-    assert codes == [0] * workers, "\n\n".join(w.text[-3000:] for w in procs)
-    return procs
 
 
 def test_one_fetcher_per_host_and_a_dead_ones_lock_lapses(redis_client, redis_url, key_prefix):
@@ -66,21 +56,20 @@ def test_the_middleware_adds_to_scrapys_through_its_public_methods_only():
 
 
 @pytest.fixture
-def web():
-    site = PoliteSite([
+def web(serve):
+    return serve(PoliteSite([
         Host(pages=6, robots="User-agent: *\nCrawl-delay: 1\nDisallow: /p/5\n"),  # honoured
         Host(pages=12, robots="User-agent: *\nDisallow:\n"),  # no Crawl-delay: fast
         Host(pages=6, robots="User-agent: *\nCrawl-delay: 100\n"),  # above the cap: skipped
         Host(pages=6),  # no robots.txt at all (404)
-    ]).start()
-    yield site
-    site.stop()
+    ]))
 
 
+@pytest.mark.slow
 def test_crawl_delay_is_honoured_across_workers_and_robots_fetched_once(tmp_path, web, fleet_settings):
     settings = {**fleet_settings, "ROBOTSTXT_OBEY": "True", "DOWNLOAD_DELAY": "0.1",
                 "FLEET_MAX_CRAWL_DELAY": "10"}
-    workers = crawl(tmp_path, web, settings)
+    workers = run_link_spiders(tmp_path, web.hub_url, settings)
     text = "".join(w.text for w in workers)
     delayed, fast, skipped, bare = (web.host(i) for i in range(4))
 
@@ -154,23 +143,21 @@ def test_a_robots_txt_over_the_cap_is_cut_at_a_line_like_google_does():
     assert kept.truncated and kept.body == b"User-agent: *\nDisallow: /early\n"
 
 
-def test_a_long_robots_txt_is_stored_capped_and_counted(tmp_path, fleet_settings, redis_client):
+@pytest.mark.slow
+def test_a_long_robots_txt_is_stored_capped_and_counted(tmp_path, fleet_settings, redis_client, serve):
     filler = "".join(f"Disallow: /filler/{i}\n" for i in range(2000))
     others = "".join(f"User-agent: bot{i}\nDisallow: /\n\n" for i in range(2000))
     robots = others + "User-agent: *\nDisallow: /p/1\n" + filler + "Disallow: /p/2\n"
     assert len(robots) > 60_000
-    site = PoliteSite([Host(pages=4, robots=robots)]).start()  # p0 -> p1, p2; p1 -> p3
-    try:
-        settings = {**fleet_settings, "ROBOTSTXT_OBEY": "True", "FLEET_ROBOTS_MAX_BYTES": "4096"}
-        workers = crawl(tmp_path, site, settings, workers=1)
-        host = site.host(0)
-        # /p/1 is before the cut: obeyed; /p/2 after it: ignored, as Google would
-        assert sorted(site.pages(host)) == ["/p/0", "/p/2"]
-        assert total(workers, "fleet/politeness/robots_truncated") == 1
-        assert workers[0].stat("fleet/crawl/politeness/robots_truncated") == 1
-        assert "rules after the cut are ignored" in workers[0].text
-        keys = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "links")
-        stored = redis_client.hget(keys.robots, site.urls[0].split("//")[1])
-        assert len(stored) < 4096 + 100 and b"bot1" not in stored  # other bots' groups dropped
-    finally:
-        site.stop()
+    site = serve(PoliteSite([Host(pages=4, robots=robots)]))  # p0 -> p1, p2; p1 -> p3
+    settings = {**fleet_settings, "ROBOTSTXT_OBEY": "True", "FLEET_ROBOTS_MAX_BYTES": "4096"}
+    workers = run_link_spiders(tmp_path, site.hub_url, settings, workers=1)
+    host = site.host(0)
+    # /p/1 is before the cut: obeyed; /p/2 after it: ignored, as Google would
+    assert sorted(site.pages(host)) == ["/p/0", "/p/2"]
+    assert total(workers, "fleet/politeness/robots_truncated") == 1
+    assert workers[0].stat("fleet/crawl/politeness/robots_truncated") == 1
+    assert "rules after the cut are ignored" in workers[0].text
+    keys = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "links")
+    stored = redis_client.hget(keys.robots, site.urls[0].split("//")[1])
+    assert len(stored) < 4096 + 100 and b"bot1" not in stored  # other bots' groups dropped

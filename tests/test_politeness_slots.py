@@ -7,41 +7,20 @@ hosts that logs each request's arrival time. Timing asserts use generous bounds 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import run_link_spider
-from polite_site import Host, PoliteSite, Worker, gaps, summary, total
+from conftest import finish_all, fp, open_frontier, run_link_spider, run_link_spiders, total
+from local_site import Host, PoliteSite, gaps, summary
 from scrapy_fleet.frontier.keys import CrawlKeys
-from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.politeness.store import PolitenessStore
-
-WAIT = 120
-
-
-def make(redis_client, redis_url, key_prefix, worker="w1", **kwargs) -> RedisFrontier:
-    frontier = RedisFrontier(redis_client, CrawlKeys(key_prefix, "spider"), worker, url=redis_url, **kwargs)
-    frontier.open(fresh=False)
-    return frontier
-
-
-def fp(n: int) -> bytes:
-    return n.to_bytes(20, "big")
-
-
-def crawl(tmp_path: Path, site: PoliteSite, settings: dict[str, str], workers: int = 3) -> list[Worker]:
-    procs = [Worker(run_link_spider(tmp_path, site.hub_url, settings)) for _ in range(workers)]
-    codes = [w.finish(WAIT) for w in procs]
-    assert codes == [0] * workers, "\n\n".join(w.text[-3000:] for w in procs)
-    return procs
 
 
 # --- the scripts against a real Redis ----------------------------------------------------
 
 
 def test_reserve_spaces_unleased_downloads_and_the_next_lease(redis_client, redis_url, key_prefix):
-    frontier = make(redis_client, redis_url, key_prefix, download_delay=0.3)
+    frontier = open_frontier(redis_client, redis_url, key_prefix, download_delay=0.3)
     store = PolitenessStore(frontier)
     frontier.flush([(fp(1), "h", 0, b"page")])
     assert store.reserve("h") == 0  # nothing before it: go now
@@ -58,12 +37,12 @@ def test_reserve_spaces_unleased_downloads_and_the_next_lease(redis_client, redi
 
 
 def test_reserve_without_a_delay_is_free(redis_client, redis_url, key_prefix):
-    store = PolitenessStore(make(redis_client, redis_url, key_prefix))
+    store = PolitenessStore(open_frontier(redis_client, redis_url, key_prefix))
     assert [store.reserve("h") for _ in range(3)] == [0, 0, 0]
 
 
 def test_adaptive_delay_follows_latency_within_bounds(redis_client, redis_url, key_prefix):
-    store = PolitenessStore(make(redis_client, redis_url, key_prefix))
+    store = PolitenessStore(open_frontier(redis_client, redis_url, key_prefix))
     kw = dict(start=5.0, minimum=0.2, maximum=10.0, target_concurrency=1.0)
     assert store.adapt("h", 1.0, 200, **kw) == 3.0  # halfway from the start delay
     assert store.adapt("h", 1.0, 200, **kw) == 2.0
@@ -142,19 +121,18 @@ def test_per_ip_the_frontier_queues_under_the_politeness_slot(resolved):
 
 
 @pytest.fixture
-def web():
+def web(serve):
     # host 0 is slow to answer; host 1 has a DOWNLOAD_SLOTS delay; the others are quick
-    site = PoliteSite([Host(pages=8, latency=0.8)] + [Host(pages=8) for _ in range(4)]).start()
-    yield site
-    site.stop()
+    return serve(PoliteSite([Host(pages=8, latency=0.8)] + [Host(pages=8) for _ in range(4)]))
 
 
+@pytest.mark.slow
 def test_three_workers_keep_the_delay_per_host_and_hosts_do_not_wait(tmp_path, web, fleet_settings):
     delay = 0.5
     settings = {**fleet_settings, "DOWNLOAD_DELAY": str(delay), "ROBOTSTXT_OBEY": "True",
                 # Scrapy's per-slot delay: held fleet-wide too
                 "DOWNLOAD_SLOTS": '{"%s": {"delay": 1.0}}' % web.host(1)}
-    workers = crawl(tmp_path, web, settings)
+    workers = run_link_spiders(tmp_path, web.hub_url, settings)
 
     report = []
     for i in range(len(web.hosts)):
@@ -179,44 +157,40 @@ def test_three_workers_keep_the_delay_per_host_and_hosts_do_not_wait(tmp_path, w
     assert workers[0].stat("fleet/politeness/delayed") > 0
 
 
-def test_three_workers_on_one_host_are_one_polite_crawler(tmp_path, fleet_settings):
-    site = PoliteSite([Host(pages=16)]).start()
-    try:
-        settings = {**fleet_settings, "DOWNLOAD_DELAY": "0.5"}
-        workers = [Worker(run_link_spider(tmp_path, site.hub_url, {**settings, "USER_AGENT": f"worker-{i}"}))
-                   for i in range(3)]
-        assert [w.finish(WAIT) for w in workers] == [0, 0, 0]
-        log = site.log(site.host(0))
-        assert len(log) == 16
-        assert {a.agent for a in log} == {"worker-0", "worker-1", "worker-2"}  # all took part
-        assert min(gaps(log)) >= 0.45, summary(gaps(log))
-        # and no slower than the delay asks (generous: loaded CI machines)
-        assert sorted(gaps(log))[len(log) // 2] < 0.8, summary(gaps(log))
-    finally:
-        site.stop()
+@pytest.mark.slow
+def test_three_workers_on_one_host_are_one_polite_crawler(tmp_path, fleet_settings, serve):
+    site = serve(PoliteSite([Host(pages=16)]))
+    settings = {**fleet_settings, "DOWNLOAD_DELAY": "0.5"}
+    finish_all([run_link_spider(tmp_path, site.hub_url, {**settings, "USER_AGENT": f"worker-{i}"})
+                for i in range(3)])
+    log = site.log(site.host(0))
+    assert len(log) == 16
+    assert {a.agent for a in log} == {"worker-0", "worker-1", "worker-2"}  # all took part
+    assert min(gaps(log)) >= 0.45, summary(gaps(log))
+    # and no slower than the delay asks (generous: loaded CI machines)
+    assert sorted(gaps(log))[len(log) // 2] < 0.8, summary(gaps(log))
 
 
-def test_adaptive_mode_sets_the_delay_from_latency_for_the_whole_fleet(tmp_path, fleet_settings, redis_client):
-    site = PoliteSite([Host(pages=14, latency=0.3)]).start()
-    try:
-        settings = {**fleet_settings, "FLEET_AUTOTHROTTLE": "True", "AUTOTHROTTLE_START_DELAY": "1",
-                    "AUTOTHROTTLE_MAX_DELAY": "5"}
-        crawl(tmp_path, site, settings)
-        host = site.host(0)
-        assert sorted(site.pages(host)) == sorted(f"/p/{k}" for k in range(14))
-        # without a delay the three workers would send up to 8 at once; here the shared
-        # delay starts at 1 s and settles near the 0.3 s latency, never far below it
-        steps = gaps(site.log(host))
-        assert min(steps) >= 0.2, summary(steps)
-        assert steps[0] >= 0.9  # AUTOTHROTTLE_START_DELAY, applied fleet-wide
-        keys = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "links")
-        assert 250 <= int(redis_client.hget(keys.slot_delay, host)) <= 700
-    finally:
-        site.stop()
+@pytest.mark.slow
+def test_adaptive_mode_sets_the_delay_from_latency_for_the_whole_fleet(tmp_path, fleet_settings, redis_client,
+                                                                       serve):
+    site = serve(PoliteSite([Host(pages=14, latency=0.3)]))
+    settings = {**fleet_settings, "FLEET_AUTOTHROTTLE": "True", "AUTOTHROTTLE_START_DELAY": "1",
+                "AUTOTHROTTLE_MAX_DELAY": "5"}
+    run_link_spiders(tmp_path, site.hub_url, settings)
+    host = site.host(0)
+    assert sorted(site.pages(host)) == sorted(f"/p/{k}" for k in range(14))
+    # without a delay the three workers would send up to 8 at once; here the shared
+    # delay starts at 1 s and settles near the 0.3 s latency, never far below it
+    steps = gaps(site.log(host))
+    assert min(steps) >= 0.2, summary(steps)
+    assert steps[0] >= 0.9  # AUTOTHROTTLE_START_DELAY, applied fleet-wide
+    keys = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "links")
+    assert 250 <= int(redis_client.hget(keys.slot_delay, host)) <= 700
 
 
 def test_download_slots_delays_are_held_fleet_wide(redis_client, redis_url, key_prefix):
-    store = PolitenessStore(make(redis_client, redis_url, key_prefix, download_delay=0.1))
+    store = PolitenessStore(open_frontier(redis_client, redis_url, key_prefix, download_delay=0.1))
     store.set_crawl_delay("crawly", 2.0)
     store.set_slot_delays({"slow.example": 1.5, "crawly": 0.5})
     assert store.slot_delay("slow.example") == 1.5

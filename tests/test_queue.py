@@ -6,25 +6,13 @@ import time
 
 import pytest
 
-from scrapy_fleet.frontier.keys import CrawlKeys
+from conftest import fp, open_frontier
 from scrapy_fleet.frontier.queue import RedisFrontier
-
-
-def make(redis_client, redis_url, key_prefix, worker="w1", **kwargs) -> RedisFrontier:
-    frontier = RedisFrontier(
-        redis_client, CrawlKeys(key_prefix, "spider"), worker, url=redis_url, **kwargs
-    )
-    frontier.open(fresh=False)
-    return frontier
 
 
 @pytest.fixture
 def frontier(redis_client, redis_url, key_prefix) -> RedisFrontier:
-    return make(redis_client, redis_url, key_prefix, concurrency_per_slot=100)
-
-
-def fp(n: int) -> bytes:
-    return n.to_bytes(20, "big")
+    return open_frontier(redis_client, redis_url, key_prefix, concurrency_per_slot=100)
 
 
 def ids(popped) -> list[bytes]:
@@ -91,8 +79,8 @@ def test_gauges_follow_every_state_change(frontier):
 
 
 def test_in_flight_cap_per_slot_is_fleet_wide(redis_client, redis_url, key_prefix):
-    one = make(redis_client, redis_url, key_prefix, "w1", concurrency_per_slot=2)
-    two = make(redis_client, redis_url, key_prefix, "w2", concurrency_per_slot=2)
+    one = open_frontier(redis_client, redis_url, key_prefix, "w1", concurrency_per_slot=2)
+    two = open_frontier(redis_client, redis_url, key_prefix, "w2", concurrency_per_slot=2)
     one.flush([(fp(i), "slow.example", 0, b"s") for i in range(5)] + [(fp(9), "other", 0, b"o")])
     first = one.flush(pop=1).popped
     assert ids(two.flush(pop=10).popped) == [b"s", b"o"]  # no third "slow" request
@@ -102,8 +90,8 @@ def test_in_flight_cap_per_slot_is_fleet_wide(redis_client, redis_url, key_prefi
 
 
 def test_download_delay_spaces_pops_of_a_slot_for_all_workers(redis_client, redis_url, key_prefix):
-    one = make(redis_client, redis_url, key_prefix, "w1", download_delay=0.3)
-    two = make(redis_client, redis_url, key_prefix, "w2", download_delay=0.3)
+    one = open_frontier(redis_client, redis_url, key_prefix, "w1", download_delay=0.3)
+    two = open_frontier(redis_client, redis_url, key_prefix, "w2", download_delay=0.3)
     one.flush([(fp(i), "polite", 0, b"p") for i in range(3)] + [(fp(9), "other", 0, b"o")])
     assert ids(one.flush(pop=10).popped) == [b"p", b"o"]  # one per slot per delay
     empty = two.flush(pop=10)
@@ -119,8 +107,8 @@ def test_download_delay_spaces_pops_of_a_slot_for_all_workers(redis_client, redi
 
 
 def test_dead_workers_leases_are_reclaimed(redis_client, redis_url, key_prefix):
-    dead = make(redis_client, redis_url, key_prefix, "dead", lease_timeout=0.2)
-    alive = make(redis_client, redis_url, key_prefix, "alive", lease_timeout=0.2)
+    dead = open_frontier(redis_client, redis_url, key_prefix, "dead", lease_timeout=0.2)
+    alive = open_frontier(redis_client, redis_url, key_prefix, "alive", lease_timeout=0.2)
     dead.flush([(fp(i), "a", 0, bytes([i])) for i in range(3)])
     assert len(dead.flush(pop=3).popped) == 3
     assert alive.flush(pop=3).popped == []
@@ -138,8 +126,8 @@ def test_dead_workers_leases_are_reclaimed(redis_client, redis_url, key_prefix):
 
 
 def test_finished_only_when_empty_idle_and_seeded(redis_client, redis_url, key_prefix):
-    seeder = make(redis_client, redis_url, key_prefix, "seeder")
-    worker = make(redis_client, redis_url, key_prefix, "worker")
+    seeder = open_frontier(redis_client, redis_url, key_prefix, "seeder")
+    worker = open_frontier(redis_client, redis_url, key_prefix, "worker")
     seeder.set_seeding(True)
     assert not worker.check_finished().finished  # a live seeder, nothing fed yet
     seeder.flush([(fp(1), "a", 0, b"x")])
@@ -157,7 +145,7 @@ def test_finished_only_when_empty_idle_and_seeded(redis_client, redis_url, key_p
 
 
 def test_a_finished_crawl_starts_afresh_and_fresh_wipes(redis_client, redis_url, key_prefix):
-    first = make(redis_client, redis_url, key_prefix, "w1")
+    first = open_frontier(redis_client, redis_url, key_prefix, "w1")
     first.flush([(fp(1), "a", 0, b"x")])
     assert first.open(fresh=False) == "resumed"
     assert first.open(fresh=True) == "fresh"
@@ -178,7 +166,7 @@ def test_scripts_lost_by_the_server_are_reloaded(frontier):
 
 
 def test_big_batches_are_chunked(redis_client, redis_url, key_prefix):
-    frontier = make(redis_client, redis_url, key_prefix, concurrency_per_slot=10_000)
+    frontier = open_frontier(redis_client, redis_url, key_prefix, concurrency_per_slot=10_000)
     entries = [(fp(i), f"host{i % 7}", 0, b"x") for i in range(9000)]
     assert all(frontier.flush(entries).pushed)
     popped = frontier.flush(pop=9000).popped
@@ -206,15 +194,14 @@ def test_a_worker_records_how_it_ended_and_junk_outcomes_are_skipped(frontier):
     assert frontier.outcomes() == {"w1": {"reason": "finished", "pages": 3, "error": None}}
 
 
+@pytest.mark.slow  # a redis-server of its own, stopped and started
 def test_on_the_reactor_an_outage_never_sleeps_and_ends_at_the_deadline(own_redis, key_prefix):
     """wait=False (the scheduler's calls): no sleep, RedisRetryLater until the deadline of
     the outage (not of one call), then RedisUnavailable for every caller until Redis is back."""
     from scrapy_fleet.frontier.queue import RedisRetryLater
     from scrapy_fleet.redis_server import RedisUnavailable, connect
 
-    frontier = RedisFrontier(connect(own_redis.url), CrawlKeys(key_prefix, "spider"), "w1",
-                             url=own_redis.url, retry_timeout=0.3)
-    frontier.open(fresh=False)
+    frontier = open_frontier(connect(own_redis.url), own_redis.url, key_prefix, retry_timeout=0.3)
     own_redis.stop()
     with pytest.raises(RedisRetryLater) as later:
         frontier.flush(pop=1, wait=False)

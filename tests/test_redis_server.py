@@ -1,4 +1,6 @@
-"""The embedded redis-server and connecting to REDIS_URL."""
+"""The embedded redis-server and connecting to REDIS_URL.
+
+The tests that start a redis-server of their own are marked ``slow``."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from conftest import free_port
 from scrapy_fleet.redis_server import (
     RedisUnavailable,
     UnsafeDirectory,
@@ -35,6 +38,7 @@ def data_dir(tmp_path: Path):
     stop_embedded_server(path)
 
 
+@pytest.mark.slow
 def test_started_once_and_reused(data_dir: Path):
     url = ensure_embedded_server(data_dir)
     assert url == f"unix://{socket_path(data_dir)}"
@@ -50,6 +54,7 @@ def _start(path: str, queue) -> None:
     queue.put(ensure_embedded_server(path))
 
 
+@pytest.mark.slow
 def test_concurrent_starters_share_one_server(data_dir: Path):
     queue = multiprocessing.get_context("spawn").Queue()
     procs = [multiprocessing.get_context("spawn").Process(target=_start, args=(str(data_dir), queue))
@@ -63,6 +68,7 @@ def test_concurrent_starters_share_one_server(data_dir: Path):
     assert connect(urls.pop()).ping()
 
 
+@pytest.mark.slow
 def test_data_survives_a_restart(data_dir: Path):
     client = connect(ensure_embedded_server(data_dir))
     client.set("frontier", b"kept")
@@ -72,6 +78,7 @@ def test_data_survives_a_restart(data_dir: Path):
     assert connect(ensure_embedded_server(data_dir)).get("frontier") == b"kept"
 
 
+@pytest.mark.slow
 def test_long_data_dirs_get_a_short_socket(tmp_path: Path):
     deep = tmp_path.joinpath(*["nested-directory"] * 8)
     try:
@@ -81,13 +88,9 @@ def test_long_data_dirs_get_a_short_socket(tmp_path: Path):
         stop_embedded_server(deep)
 
 
+@pytest.mark.slow
 def test_password_in_the_url_is_used_and_never_shown(tmp_path: Path):
-    import socket as socketlib
-    import subprocess
-
-    with socketlib.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--requirepass", "s3cret", "--dir", str(tmp_path)],
@@ -156,6 +159,7 @@ def _squatter(sock: str, tmp_path: Path) -> subprocess.Popen[bytes]:
             time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_long_data_dirs_get_their_socket_in_a_private_directory(tmp_path: Path, private_tmp: Path):
     deep = _deep(tmp_path)
     # where the socket used to go: a predictable name right in the shared temp dir
@@ -175,6 +179,7 @@ def test_long_data_dirs_get_their_socket_in_a_private_directory(tmp_path: Path, 
         squatter.wait(10)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["mode", "owner", "symlink"])
 def test_a_squatted_private_directory_is_refused(tmp_path: Path, private_tmp: Path, how: str):
     runtime = private_tmp / f"scrapy-fleet-{os.getuid()}"
@@ -214,6 +219,7 @@ def test_a_data_directory_others_may_write_to_is_refused(tmp_path: Path):
     assert not (data / "redis.sock").exists()
 
 
+@pytest.mark.slow
 def test_new_data_directories_and_server_files_are_private(tmp_path: Path):
     data = tmp_path / "new" / "data"
     (data).mkdir(parents=True)
@@ -237,6 +243,7 @@ def test_new_data_directories_and_server_files_are_private(tmp_path: Path):
         stop_embedded_server(fresh)
 
 
+@pytest.mark.slow
 def test_a_second_server_on_the_same_data_is_never_started(tmp_path: Path):
     # a server that an older version started for this data directory, on another socket
     data = tmp_path / "data"

@@ -5,19 +5,20 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import msgpack
 import pytest
 
-from conftest import OwnRedis, run_link_spider
-from linked_site import LinkedSite
-from processes import WAIT, Output, wait_until
+from conftest import (OwnRedis, crawl_under_way, run_link_spider, run_link_spiders, runspider_args, scrapy,
+                      wait_for)
+from local_site import LinkedSite
 from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.redis_server import connect
+
+pytestmark = pytest.mark.slow  # every test runs real `scrapy` workers
 
 PAGES = 300
 # The whole site is one host, and CONCURRENT_REQUESTS_PER_DOMAIN is a fleet-wide cap: at
@@ -26,11 +27,8 @@ SHARED_HOST = {"CONCURRENT_REQUESTS_PER_DOMAIN": "64"}
 
 
 @pytest.fixture
-def site():
-    # a little latency per page so that concurrent workers overlap
-    server = LinkedSite(PAGES, delay=0.03).start()
-    yield server
-    server.stop()
+def site(serve):
+    return serve(LinkedSite(PAGES, delay=0.03))  # a little latency: concurrent workers overlap
 
 
 def all_pages() -> set[str]:
@@ -39,10 +37,8 @@ def all_pages() -> set[str]:
 
 def test_two_processes_fetch_every_page_exactly_once(tmp_path: Path, site, fleet_settings):
     settings = {**fleet_settings, **SHARED_HOST}
-    workers = [Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings)) for _ in range(2)]
-    codes = [w.finish() for w in workers]
+    workers = run_link_spiders(tmp_path, f"{site.url}/page/0", settings, workers=2)
 
-    assert codes == [0, 0], workers[0].text[-3000:] + workers[1].text[-3000:]
     fetches = site.page_fetches()
     assert set(fetches) == all_pages()
     assert max(fetches.values()) == 1
@@ -62,15 +58,15 @@ def leases_of(redis_client, key_prefix: str, pid: int) -> int:
 
 def test_sigkilled_worker_loses_nothing(tmp_path: Path, site, fleet_settings, redis_client):
     settings = {**fleet_settings, **SHARED_HOST, "FLEET_LEASE_TIMEOUT": "2"}
-    victim = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
-    survivor = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
+    victim = run_link_spider(tmp_path, f"{site.url}/page/0", settings)
+    survivor = run_link_spider(tmp_path, f"{site.url}/page/0", settings)
     # kill it while it holds work, after the crawl is well under way
-    wait_until(lambda: len(site.page_fetches()) >= 60
+    wait_for(lambda: len(site.page_fetches()) >= 60
                and leases_of(redis_client, fleet_settings["FLEET_KEY_PREFIX"], victim.proc.pid) > 0)
     victim.proc.send_signal(signal.SIGKILL)
     assert victim.finish() == -signal.SIGKILL
 
-    restarted = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
+    restarted = run_link_spider(tmp_path, f"{site.url}/page/0", settings)
     assert survivor.finish() == 0, survivor.text[-3000:]
     assert restarted.finish() == 0, restarted.text[-3000:]
 
@@ -85,8 +81,7 @@ def test_sigkilled_worker_loses_nothing(tmp_path: Path, site, fleet_settings, re
 def test_crawl_survives_a_redis_restart(tmp_path: Path, site, own_redis: OwnRedis, key_prefix):
     settings = {"REDIS_URL": own_redis.url, "FLEET_KEY_PREFIX": key_prefix,
                 "FLEET_REDIS_RETRY_TIMEOUT": "60"}
-    worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
-    wait_until(lambda: len(site.page_fetches()) >= 60)
+    worker = crawl_under_way(tmp_path, site, settings, pages=60)
     own_redis.stop()  # SHUTDOWN SAVE: the append-only file keeps the frontier
     worker.wait_for("unreachable")
     own_redis.start()
@@ -119,7 +114,7 @@ def test_foreign_queue_entries_are_dropped_never_run(tmp_path: Path, site, fleet
     redis_client.zadd(keys.ready, {slot: -1e15})
     redis_client.hset(keys.state, "status", "running")  # an unfinished crawl: resume it
 
-    worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings))
+    worker = run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings)
     assert worker.finish() == 0, worker.text[-3000:]
 
     assert not marker.exists()
@@ -131,9 +126,9 @@ def test_foreign_queue_entries_are_dropped_never_run(tmp_path: Path, site, fleet
 
 def test_unreachable_redis_fails_fast_with_a_clear_message(tmp_path: Path):
     started = time.monotonic()
-    worker = Output(run_link_spider(
+    worker = run_link_spider(
         tmp_path, "http://127.0.0.1:9/", {"REDIS_URL": "redis://:s3cret@127.0.0.1:9/0"},
-    ))
+    )
     code = worker.finish(timeout=30)
     elapsed = time.monotonic() - started
 
@@ -146,8 +141,7 @@ def test_unreachable_redis_fails_fast_with_a_clear_message(tmp_path: Path):
 def test_losing_redis_for_good_stops_with_a_clear_error(tmp_path: Path, site, own_redis: OwnRedis, key_prefix):
     settings = {"REDIS_URL": own_redis.url, "FLEET_KEY_PREFIX": key_prefix,
                 "FLEET_REDIS_RETRY_TIMEOUT": "2"}
-    worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", settings))
-    wait_until(lambda: len(site.page_fetches()) >= 30)
+    worker = crawl_under_way(tmp_path, site, settings, pages=30)
     own_redis.stop()
 
     assert worker.finish() == 3
@@ -156,8 +150,7 @@ def test_losing_redis_for_good_stops_with_a_clear_error(tmp_path: Path, site, ow
 
 
 def test_ctrl_c_keeps_the_frontier_and_a_rerun_resumes(tmp_path: Path, site, fleet_settings):
-    first = Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings))
-    wait_until(lambda: len(site.page_fetches()) >= 60)
+    first = crawl_under_way(tmp_path, site, fleet_settings, pages=60)
     first.proc.send_signal(signal.SIGINT)
     assert first.finish() == 0
     assert "finish_reason': 'shutdown'" in first.text
@@ -167,7 +160,7 @@ def test_ctrl_c_keeps_the_frontier_and_a_rerun_resumes(tmp_path: Path, site, fle
     fetched_before = set(site.page_fetches())
     assert fetched_before != all_pages()
 
-    second = Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings))
+    second = run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings)
     assert second.finish() == 0, second.text[-3000:]
     assert "resumed crawl" in second.text
     fetches = site.page_fetches()
@@ -176,30 +169,19 @@ def test_ctrl_c_keeps_the_frontier_and_a_rerun_resumes(tmp_path: Path, site, fle
     assert second.stat("response_received_count") < PAGES
 
 
-def test_a_finished_crawl_starts_afresh(tmp_path: Path, fleet_settings):
-    site = LinkedSite(20).start()
-    try:
-        for run in range(2):
-            worker = Output(run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings))
-            assert worker.finish() == 0
-            assert ("new crawl" if run == 0 else "fresh crawl") in worker.text
-        assert set(site.page_fetches().values()) == {2}
-    finally:
-        site.stop()
+def test_a_finished_crawl_starts_afresh(tmp_path: Path, fleet_settings, serve):
+    site = serve(LinkedSite(20))
+    for run in range(2):
+        worker = run_link_spider(tmp_path, f"{site.url}/page/0", fleet_settings)
+        assert worker.finish() == 0
+        assert ("new crawl" if run == 0 else "fresh crawl") in worker.text
+    assert set(site.page_fetches().values()) == {2}
 
 
-def test_a_request_that_cannot_be_stored_fails_where_it_is_made(tmp_path: Path, fleet_settings):
-    from conftest import SCRAPY, TESTS, scrapy_args, scrapy_env
-
-    site = LinkedSite(10).start()
-    try:
-        proc = subprocess.run(
-            [*SCRAPY, "runspider", str(TESTS / "spiders" / "badmetaspider.py"),
-             *scrapy_args(fleet_settings, {"start_url": f"{site.url}/page/0"})],
-            cwd=tmp_path, env=scrapy_env(), capture_output=True, text=True, timeout=WAIT,
-        )
-    finally:
-        site.stop()
+def test_a_request_that_cannot_be_stored_fails_where_it_is_made(tmp_path: Path, fleet_settings, serve):
+    site = serve(LinkedSite(10))
+    proc = scrapy(tmp_path, *runspider_args("badmetaspider.py", fleet_settings,
+                                            {"start_url": f"{site.url}/page/0"}))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "meta['tags'] holds a set" in proc.stderr
     # the parent was still acknowledged and its other output crawled
@@ -207,27 +189,23 @@ def test_a_request_that_cannot_be_stored_fails_where_it_is_made(tmp_path: Path, 
     assert "'fleet/acked': 2" in proc.stderr
 
 
-def test_keep_alive_workers_wait_for_new_work(tmp_path: Path, fleet_settings, redis_client):
+def test_keep_alive_workers_wait_for_new_work(tmp_path: Path, fleet_settings, redis_client, serve):
     """FLEET_KEEP_ALIVE: like scrapy-redis, a worker stays up for work fed later."""
-    first_site, later_site = LinkedSite(5).start(), LinkedSite(5).start()
-    try:
-        waiting = Output(run_link_spider(
-            tmp_path, f"{first_site.url}/page/0", {**fleet_settings, "FLEET_KEEP_ALIVE": "1"},
-        ))
-        wait_until(lambda: set(first_site.page_fetches()) == {f"/page/{i}" for i in range(5)})
-        assert waiting.proc.poll() is None  # done with all it had, still waiting
+    first_site, later_site = serve(LinkedSite(5)), serve(LinkedSite(5))
+    waiting = run_link_spider(
+        tmp_path, f"{first_site.url}/page/0", {**fleet_settings, "FLEET_KEEP_ALIVE": "1"},
+    )
+    wait_for(lambda: set(first_site.page_fetches()) == {f"/page/{i}" for i in range(5)})
+    assert waiting.proc.poll() is None  # done with all it had, still waiting
 
-        # another process feeds new start URLs (and takes work, too)
-        feeder = Output(run_link_spider(
-            tmp_path, f"{later_site.url}/page/0", {**fleet_settings, "FLEET_KEEP_ALIVE": "1"},
-        ))
-        wait_until(lambda: set(later_site.page_fetches()) == {f"/page/{i}" for i in range(5)})
-        for worker in (waiting, feeder):
-            worker.proc.send_signal(signal.SIGINT)
-        assert waiting.finish() == 0 and feeder.finish() == 0
-        assert waiting.stat("response_received_count") + feeder.stat("response_received_count") == 10
-        state = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "links").state
-        assert redis_client.hget(state, "status") == b"running"  # never declared done
-    finally:
-        first_site.stop()
-        later_site.stop()
+    # another process feeds new start URLs (and takes work, too)
+    feeder = run_link_spider(
+        tmp_path, f"{later_site.url}/page/0", {**fleet_settings, "FLEET_KEEP_ALIVE": "1"},
+    )
+    wait_for(lambda: set(later_site.page_fetches()) == {f"/page/{i}" for i in range(5)})
+    for worker in (waiting, feeder):
+        worker.proc.send_signal(signal.SIGINT)
+    assert waiting.finish() == 0 and feeder.finish() == 0
+    assert waiting.stat("response_received_count") + feeder.stat("response_received_count") == 10
+    state = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "links").state
+    assert redis_client.hget(state, "status") == b"running"  # never declared done

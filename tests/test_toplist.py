@@ -7,11 +7,7 @@ from pathlib import Path
 
 import pytest
 
-try:
-    from webserver import FIXTURES
-except ImportError:  # tests/ is a package
-    from tests.webserver import FIXTURES
-
+from conftest import FIXTURES
 from fleet_examples.toplist import BadRow, SkippedRow, TopSite, cache_path, is_remote, iter_rows, open_list_lines, parse_row
 
 ALEXA = FIXTURES / "toplists" / "alexa_top-1m_head2000_SoumyaParida-webcrawlTest.csv"

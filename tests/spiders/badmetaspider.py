@@ -1,19 +1,10 @@
 """A spider whose callback yields a request the frontier cannot store (a set in meta)."""
 
-import scrapy
+from spiders.linkspider import LinkSpider
 
 
-class BadMetaSpider(scrapy.Spider):
+class BadMetaSpider(LinkSpider):
     name = "badmeta"
-    custom_settings = {
-        "ADDONS": {"scrapy_fleet.addon.FleetAddon": 0},
-        "ITEM_PIPELINES": {},
-        "TELNETCONSOLE_ENABLED": False,
-    }
-
-    def __init__(self, start_url: str = "", **kwargs):
-        super().__init__(**kwargs)
-        self.start_urls = [start_url]
 
     def parse(self, response):
         yield {"url": response.url}
