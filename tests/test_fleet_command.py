@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SCRAPY, scrapy_args, scrapy_env
-from fleet_helpers import Fleet, fleet_args, frontier, make_project, wait_for
-from linked_site import LinkedSite
+from conftest import Fleet, fleet_args, frontier, make_project, scrapy, scrapy_args, scrapy_env, wait_for
+from local_site import LinkedSite
 
 
 @pytest.fixture
@@ -26,13 +25,9 @@ def settings(fleet_settings: dict[str, str], tmp_path: Path) -> dict[str, str]:
     return {**fleet_settings, "FLEET_DATA_DIR": str(tmp_path / ".fleet"), "FLEET_LEASE_TIMEOUT": "3"}
 
 
-def run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SCRAPY, *args], cwd=cwd, env=scrapy_env(), capture_output=True,
-                          text=True, timeout=120)
-
-
+@pytest.mark.slow
 def test_the_command_is_registered_through_the_entry_point(tmp_path):
-    result = run(make_project(tmp_path), "-h")
+    result = scrapy(make_project(tmp_path), "-h")
     assert result.returncode == 0
     assert "fleet" in result.stdout
     assert "N processes sharing one Redis frontier" in result.stdout
@@ -50,54 +45,59 @@ def test_the_command_is_registered_through_the_entry_point(tmp_path):
         (["links", "-s", "FLEET_BACKOFF_BASE=-1"], "FLEET_BACKOFF_BASE must be at least 0.001"),
     ],
 )
+@pytest.mark.slow
 def test_usage_errors_exit_2(tmp_path, args, message):
-    result = run(make_project(tmp_path), "fleet", *args)
+    result = scrapy(make_project(tmp_path), "fleet", *args)
     assert result.returncode == 2
     assert message in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_join_without_a_crawl_exits_2(tmp_path, settings):
-    result = run(make_project(tmp_path), "fleet", "links", "--join", "-n", "1", *scrapy_args(settings))
+    result = scrapy(make_project(tmp_path), "fleet", "links", "--join", "-n", "1", *scrapy_args(settings))
     assert result.returncode == 2
     assert "no crawl of 'links'" in result.stdout and "to join" in result.stdout
 
 
+@pytest.mark.slow
 def test_status_of_no_crawl_then_of_a_finished_one(tmp_path, site, settings, redis_url, key_prefix):
     project = make_project(tmp_path)
-    result = run(project, "fleet", "links", "--status", *scrapy_args(settings))
+    result = scrapy(project, "fleet", "links", "--status", *scrapy_args(settings))
     assert result.returncode == 0
     assert "No crawl of 'links'" in result.stdout
 
     fleet = Fleet(project, fleet_args(site.url, settings, "-n", "2"))
     assert fleet.wait() == 0, fleet.text
-    result = run(project, "fleet", "links", "--status", *scrapy_args(settings))
+    result = scrapy(project, "fleet", "links", "--status", *scrapy_args(settings))
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "Crawl of 'links' on" in out and ": done" in out
     assert "pending 0  leased 0  seen 40" in out
     assert "pages 40" in out
 
-    as_json = run(project, "fleet", "links", "--status", "--json", *scrapy_args(settings))
+    as_json = scrapy(project, "fleet", "links", "--status", "--json", *scrapy_args(settings))
     import json
 
     data = json.loads(as_json.stdout)
     assert data["state"]["status"] == "done" and data["stats"]["pages"] == 40 and data["seen"] == 40
 
     # joining a finished crawl does nothing (and does not restart it)
-    joined = run(project, "fleet", "links", "--join", "-n", "1", *scrapy_args(settings))
+    joined = scrapy(project, "fleet", "links", "--join", "-n", "1", *scrapy_args(settings))
     assert joined.returncode == 0 and "already finished" in joined.stdout
     assert frontier(redis_url, key_prefix).status()["state"]["status"] == "done"
 
 
+@pytest.mark.slow
 def test_status_lists_live_workers(tmp_path, settings, redis_url, key_prefix):
     watch = frontier(redis_url, key_prefix)
     watch.open(fresh=False)  # a worker "test" that has just sent a heartbeat
-    result = run(make_project(tmp_path), "fleet", "links", "--status", *scrapy_args(settings))
+    result = scrapy(make_project(tmp_path), "fleet", "links", "--status", *scrapy_args(settings))
     assert "workers 1 (1 alive)" in result.stdout
     assert "test" in result.stdout and "last heartbeat" in result.stdout
     assert "seeded    not yet" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_finished_crawl_is_started_afresh_by_the_next_launch(tmp_path, site, settings):
     project = make_project(tmp_path)
     assert Fleet(project, fleet_args(site.url, settings, "-n", "1")).wait() == 0
@@ -107,6 +107,7 @@ def test_a_finished_crawl_is_started_afresh_by_the_next_launch(tmp_path, site, s
     assert set(site.page_fetches().values()) == {2}  # every page once per crawl
 
 
+@pytest.mark.slow
 def test_resume_does_not_seed_again_and_fresh_starts_over(tmp_path, site, settings, redis_url, key_prefix):
     # an unfinished crawl whose start requests were all fed and whose queue is empty
     watch = frontier(redis_url, key_prefix)
@@ -128,6 +129,7 @@ def test_resume_does_not_seed_again_and_fresh_starts_over(tmp_path, site, settin
     assert len(fetches) == 40 and set(fetches.values()) == {1}
 
 
+@pytest.mark.slow
 def test_a_worker_that_cannot_start_is_given_up_on(tmp_path, settings):
     # a setting only the workers read, with a value they reject: each one fails at start-up
     project = make_project(tmp_path)
@@ -191,6 +193,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_a_redis_password_given_with_s_never_reaches_a_worker_command_line(
     tmp_path, password_redis, key_prefix
 ):

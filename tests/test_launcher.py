@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from fleet_helpers import Fleet, fleet_args, frontier, make_project, wait_for
-from linked_site import LinkedSite
+from conftest import Fleet, fleet_args, frontier, make_project, wait_for
+from local_site import LinkedSite
+
+pytestmark = pytest.mark.slow  # real worker processes
 
 
 @pytest.fixture

@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TESTS, scrapy_env
+from conftest import TESTS, scrapy_env, wait_for
 from fake_worker import ready_key
-from fleet_helpers import wait_for
 from scrapy_fleet.config import FleetConfig
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.launcher.options import LaunchOptions
@@ -27,6 +26,8 @@ from scrapy_fleet.launcher.progress import Progress
 from scrapy_fleet.launcher.supervisor import Supervisor
 from scrapy_fleet.launcher.watch import CrawlWatch, launcher_frontier
 from scrapy_fleet.launcher.workers import Worker
+
+pytestmark = pytest.mark.slow  # real worker processes
 
 
 class Run:
