@@ -124,7 +124,7 @@ class FleetRobots:
         self.default_useragent: str = settings["USER_AGENT"]
         self.owner = new_worker_id()  # of the robots.txt locks it takes
         # netloc -> its parser (None: allow all), or a Deferred while it is being read
-        self.parsers: dict[str, RobotParser | Deferred[RobotParser | None] | None] = {}
+        self.parsers: dict[str, RobotParser | Deferred[None] | None] = {}
         self.loaded: dict[str, float] = {}  # netloc -> time.monotonic() its rules were read
         self.skipped: dict[str, float] = {}  # netloc -> its Crawl-delay, above the cap
         self.fresh: set[str] = set()  # netlocs whose rules this worker had to wait for
@@ -134,30 +134,53 @@ class FleetRobots:
 
     async def parser(self, request: Request, store: PolitenessStore) -> RobotParser | None:
         """The parser of the request's host (None: allow all), as ``robot_parser()``."""
-        url = urlparse_cached(request)
-        netloc = url.netloc
-        if netloc not in self.parsers:
-            waiting: Deferred[RobotParser | None] = Deferred()
-            self.parsers[netloc] = waiting
-            self.loaded[netloc] = time.monotonic()  # before the read: expires no later
-            rp: RobotParser | None = None
-            try:
-                body = await self._fleet_robots(request, url, store)
-                if body is not None:
-                    rp = build_from_crawler(self.parser_class, self.crawler, body)
-                    self._check_crawl_delay(netloc, body, request)
-                    await self.crawler.signals.send_catch_log_async(
-                        signal=signals.robots_parsed, robotparser=rp, request=request,
-                    )
-            except Exception as exc:  # Redis gone for good, a parser failure...
-                logger.error("Could not get robots.txt of %s: %s", netloc, exc,
-                             extra={"spider": self.crawler.spider})
+        netloc = urlparse_cached(request).netloc
+        while True:
+            if netloc not in self.parsers:
+                return await self._read(request, store)
+            parser = self.parsers[netloc]
+            if not isinstance(parser, Deferred):
+                return parser
+            # Another request is reading them: wait for its read to end, then look again.
+            # (Its Deferred fires with None: awaiting a Deferred hands its result to the
+            # first waiter only, and a read cut short leaves nothing.)
+            await maybe_deferred_to_future(parser)
+
+    async def _read(self, request: Request, store: PolitenessStore) -> RobotParser | None:
+        netloc = urlparse_cached(request).netloc
+        waiting: Deferred[None] = Deferred()
+        self.parsers[netloc] = waiting
+        self.loaded[netloc] = time.monotonic()  # before the read: expires no later
+        try:
+            rp = await self._load(request, store)
+        except BaseException:
+            # cut short (cancelled): nothing is known, which is not "allow all"; each
+            # request waiting tries to read the rules itself
+            self.parsers.pop(netloc, None)
+            self.loaded.pop(netloc, None)
+            raise
+        else:
             self.parsers[netloc] = rp
-            waiting.callback(rp)
-        parser = self.parsers[netloc]
-        if isinstance(parser, Deferred):
-            return await maybe_deferred_to_future(parser)
-        return parser
+            return rp
+        finally:
+            waiting.callback(None)
+
+    async def _load(self, request: Request, store: PolitenessStore) -> RobotParser | None:
+        url = urlparse_cached(request)
+        try:
+            body = await self._fleet_robots(request, url, store)
+            if body is None:
+                return None
+            rp = build_from_crawler(self.parser_class, self.crawler, body)
+            self._check_crawl_delay(url.netloc, body, request)
+            await self.crawler.signals.send_catch_log_async(
+                signal=signals.robots_parsed, robotparser=rp, request=request,
+            )
+            return rp
+        except Exception as exc:  # Redis gone for good, a parser failure...
+            logger.error("Could not get robots.txt of %s: %s", url.netloc, exc,
+                         extra={"spider": self.crawler.spider})
+            return None
 
     # --- the fleet-wide cache -------------------------------------------------------
 
