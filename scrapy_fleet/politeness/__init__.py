@@ -14,6 +14,8 @@ requests in flight fleet-wide (scrapy_fleet/frontier). This package adds the res
   every worker, with exponential backoff on repeats.
 - :mod:`.prune`: a finished host's state leaves Redis after FLEET_HOST_STATE_TTL, so a
   broad crawl's per-host state does not grow without end (started by :mod:`.slots`).
+- :mod:`.outage`: while Redis is away none of them sleeps on the reactor thread: a
+  request waits for what it needs, the rest waits for its next turn (issue 9).
 
 The add-on (scrapy_fleet/addon.py) enables all three middlewares. docs/politeness.md has the settings.
 """

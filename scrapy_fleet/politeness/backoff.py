@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from scrapy_fleet.politeness import frontier_of, slot_key
 from scrapy_fleet.politeness.config import PolitenessConfig
+from scrapy_fleet.politeness.outage import AWAY, call_async, skipped, unfinished_if_away
 from scrapy_fleet.politeness.store import PolitenessStore
 
 if TYPE_CHECKING:
@@ -74,7 +75,8 @@ class FleetBackoffMiddleware:
     def from_crawler(cls, crawler: Crawler) -> Self:
         return cls(crawler, PolitenessConfig.from_settings(crawler.settings))
 
-    def process_response(self, request: Request, response: Response, spider: Spider | None = None) -> Response:
+    async def process_response(self, request: Request, response: Response,
+                               spider: Spider | None = None) -> Response:
         frontier = frontier_of(self.crawler)
         if frontier is None:
             return response
@@ -82,11 +84,24 @@ class FleetBackoffMiddleware:
         store = PolitenessStore.of(frontier)
         if response.status not in self.config.backoff_codes:
             if slot in self._backing_off:
-                self._backing_off.discard(slot)
-                store.reset_backoff(slot)
+                try:
+                    store.reset_backoff(slot)
+                    self._backing_off.discard(slot)
+                except AWAY as exc:
+                    # not worth holding a good response for: a count left behind only makes
+                    # the next pause longer (and lapses after FLEET_BACKOFF_MAX); the next
+                    # response from the slot tries again
+                    skipped(self.crawler.stats, "backoff reset", exc)
             return response
         retry_after = parse_retry_after(response.headers.get(b"Retry-After"), response.headers.get(b"Date"))
-        count, pause = store.backoff(slot, retry_after, self.config.backoff_base, self.config.backoff_max)
+        with unfinished_if_away(request):
+            # the pause must be in Redis before the retry can be leased, or the host would
+            # get it back as soon as Redis returns, Retry-After or not: the response waits
+            count, pause = await call_async(
+                self.crawler,
+                lambda: store.backoff(slot, retry_after, self.config.backoff_base, self.config.backoff_max),
+                "back off a download slot",
+            )
         self._backing_off.add(slot)
         self.crawler.stats.inc_value("fleet/politeness/backoff")
         logger.info(

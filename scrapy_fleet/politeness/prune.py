@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 from twisted.internet import task
 
+from scrapy_fleet.politeness.outage import AWAY, skipped
+
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
 
@@ -63,9 +65,13 @@ class HostStatePruner:
         self._loop = None
 
     def _tick(self) -> None:
+        # a LoopingCall on the reactor: the store does not wait for Redis, so a tick while
+        # it is away skips its turn (the walk resumes at its cursors on the next one)
         try:
             self.step()
-        except Exception as exc:  # Redis away: the frontier reports it; try again later
+        except AWAY as exc:
+            skipped(self.stats, "prune", exc)
+        except Exception as exc:  # a LoopingCall that raises stops for good
             logger.debug("could not prune per-host state: %s", exc)
 
     def step(self) -> tuple[int, int]:

@@ -52,6 +52,7 @@ from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.scheduler import new_worker_id
 from scrapy_fleet.politeness import frontier_of, slot_key
 from scrapy_fleet.politeness.config import PolitenessConfig
+from scrapy_fleet.politeness.outage import AWAY, RedisAway, call_async, skipped, unfinished_if_away
 from scrapy_fleet.politeness.prune import walk_interval
 from scrapy_fleet.politeness.robotstxt import compact_robots
 from scrapy_fleet.politeness.slots import RESERVE_META_KEY
@@ -90,7 +91,8 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
         netloc = urlparse_cached(request).netloc
         fleet.expire(netloc)
         pending = not fleet.known(netloc)  # this request may wait for the rules
-        await super().process_request(request)  # our robot_parser(), then Scrapy's check
+        with unfinished_if_away(request):
+            await super().process_request(request)  # our robot_parser(), then Scrapy's check
         if netloc in fleet.skipped:
             self.crawler.stats.inc_value("fleet/politeness/crawl_delay_skipped")
             raise IgnoreRequest(
@@ -124,7 +126,7 @@ class FleetRobots:
         self.default_useragent: str = settings["USER_AGENT"]
         self.owner = new_worker_id()  # of the robots.txt locks it takes
         # netloc -> its parser (None: allow all), or a Deferred while it is being read
-        self.parsers: dict[str, RobotParser | Deferred[RobotParser | None] | None] = {}
+        self.parsers: dict[str, RobotParser | Deferred[None] | None] = {}
         self.loaded: dict[str, float] = {}  # netloc -> time.monotonic() its rules were read
         self.skipped: dict[str, float] = {}  # netloc -> its Crawl-delay, above the cap
         self.fresh: set[str] = set()  # netlocs whose rules this worker had to wait for
@@ -134,30 +136,56 @@ class FleetRobots:
 
     async def parser(self, request: Request, store: PolitenessStore) -> RobotParser | None:
         """The parser of the request's host (None: allow all), as ``robot_parser()``."""
-        url = urlparse_cached(request)
-        netloc = url.netloc
-        if netloc not in self.parsers:
-            waiting: Deferred[RobotParser | None] = Deferred()
-            self.parsers[netloc] = waiting
-            self.loaded[netloc] = time.monotonic()  # before the read: expires no later
-            rp: RobotParser | None = None
-            try:
-                body = await self._fleet_robots(request, url, store)
-                if body is not None:
-                    rp = build_from_crawler(self.parser_class, self.crawler, body)
-                    self._check_crawl_delay(netloc, body, request)
-                    await self.crawler.signals.send_catch_log_async(
-                        signal=signals.robots_parsed, robotparser=rp, request=request,
-                    )
-            except Exception as exc:  # Redis gone for good, a parser failure...
-                logger.error("Could not get robots.txt of %s: %s", netloc, exc,
-                             extra={"spider": self.crawler.spider})
+        netloc = urlparse_cached(request).netloc
+        while True:
+            if netloc not in self.parsers:
+                return await self._read(request, store)
+            parser = self.parsers[netloc]
+            if not isinstance(parser, Deferred):
+                return parser
+            # Another request is reading them: wait for its read to end, then look again.
+            # (Its Deferred fires with None: awaiting a Deferred hands its result to the
+            # first waiter only, and a read cut short leaves nothing.)
+            await maybe_deferred_to_future(parser)
+
+    async def _read(self, request: Request, store: PolitenessStore) -> RobotParser | None:
+        netloc = urlparse_cached(request).netloc
+        waiting: Deferred[None] = Deferred()
+        self.parsers[netloc] = waiting
+        self.loaded[netloc] = time.monotonic()  # before the read: expires no later
+        try:
+            rp = await self._load(request, store)
+        except BaseException:
+            # RedisAway (Redis away, the worker stopping) or cancelled: nothing is known,
+            # which is not "allow all". Each request waiting tries to read the rules itself
+            # (after RedisAway, each stops unfinished too).
+            self.parsers.pop(netloc, None)
+            self.loaded.pop(netloc, None)
+            raise
+        else:
             self.parsers[netloc] = rp
-            waiting.callback(rp)
-        parser = self.parsers[netloc]
-        if isinstance(parser, Deferred):
-            return await maybe_deferred_to_future(parser)
-        return parser
+            return rp
+        finally:
+            waiting.callback(None)
+
+    async def _load(self, request: Request, store: PolitenessStore) -> RobotParser | None:
+        url = urlparse_cached(request)
+        try:
+            body = await self._fleet_robots(request, url, store)
+            if body is None:
+                return None
+            rp = build_from_crawler(self.parser_class, self.crawler, body)
+            self._check_crawl_delay(url.netloc, body, request)
+            await self.crawler.signals.send_catch_log_async(
+                signal=signals.robots_parsed, robotparser=rp, request=request,
+            )
+            return rp
+        except RedisAway:
+            raise
+        except Exception as exc:  # a parser failure...
+            logger.error("Could not get robots.txt of %s: %s", url.netloc, exc,
+                         extra={"spider": self.crawler.spider})
+            return None
 
     # --- the fleet-wide cache -------------------------------------------------------
 
@@ -165,11 +193,12 @@ class FleetRobots:
         """The host's rules (None: allow all): from Redis, or fetched and stored there."""
         netloc = url.netloc
         while True:
-            stored = store.robots_get(netloc)
+            stored = await call_async(self.crawler, lambda: store.robots_get(netloc), "read robots.txt")
             if stored is not None:
                 return _body(stored)
             ttl = self.config.robots_timeout
-            if store.robots_lock(netloc, self.owner, ttl):
+            if await call_async(self.crawler, lambda: store.robots_lock(netloc, self.owner, ttl),
+                                "lock a robots.txt fetch"):
                 self.fresh.add(netloc)
                 # the fetch may wait for its turn, a pause, retries: hold the lock meanwhile
                 renew = task.LoopingCall(self._renew_lock, store, netloc, ttl)
@@ -178,17 +207,18 @@ class FleetRobots:
                     fetched = await self._download_robots(request, url)
                 finally:
                     renew.stop()
-                return self._store_robots(netloc, request, fetched, store)
+                return await self._store_robots(netloc, request, fetched, store)
             self.fresh.add(netloc)
             await sleep(POLL_INTERVAL)
 
-    def _store_robots(self, netloc: str, request: Request, fetched: tuple[int, bytes] | None,
-                      store: PolitenessStore) -> bytes | None:
+    async def _store_robots(self, netloc: str, request: Request,
+                            fetched: tuple[int, bytes] | None, store: PolitenessStore) -> bytes | None:
         """Keep what the fleet needs of a fetched robots.txt; the fetching worker also
         writes the host's Crawl-delay for the whole fleet (in the same script)."""
         slot = slot_key(self.crawler, request)
         if fetched is None:
-            store.robots_put(netloc, slot, None)
+            await call_async(self.crawler, lambda: store.robots_put(netloc, slot, None),
+                             "store robots.txt")
             return None
         status, raw = fetched
         kept = compact_robots(raw, self._agents(request), self.config.robots_max_bytes)
@@ -200,10 +230,10 @@ class FleetRobots:
                 netloc, len(raw), len(kept.body), self.config.robots_max_bytes,
             )
         delay = self._crawl_delay(kept.body, request)
-        skipped = delay is not None and delay > self.config.max_crawl_delay
+        too_slow = delay is not None and delay > self.config.max_crawl_delay
         if delay is not None:
             self.crawler.stats.inc_value("fleet/politeness/crawl_delay_hosts")
-            if skipped:
+            if too_slow:
                 self.crawler.stats.inc_value("fleet/politeness/crawl_delay_skipped_hosts")
                 logger.warning(
                     "%s asks for Crawl-delay %g s, above FLEET_MAX_CRAWL_DELAY (%g s): skipping it",
@@ -211,8 +241,14 @@ class FleetRobots:
                 )
             else:
                 logger.info("%s asks for Crawl-delay %g s: every worker honours it", netloc, delay)
-        store.robots_put(netloc, slot, kept.body, status=status, crawl_delay=delay,
-                         skipped=skipped, truncated=kept.truncated)
+        # awaited, never dropped: this write applies the host's Crawl-delay for the fleet
+        # (and releases the lock), so no request of the host goes before it holds
+        await call_async(
+            self.crawler,
+            lambda: store.robots_put(netloc, slot, kept.body, status=status, crawl_delay=delay,
+                                     skipped=too_slow, truncated=kept.truncated),
+            "store robots.txt",
+        )
         return kept.body
 
     def _agents(self, request: Request) -> list[str]:
@@ -252,11 +288,14 @@ class FleetRobots:
         self.fresh.discard(netloc)
         self.crawler.stats.inc_value("fleet/politeness/robots_reread")
 
-    @staticmethod
-    def _renew_lock(store: PolitenessStore, netloc: str, ttl: float) -> None:
+    def _renew_lock(self, store: PolitenessStore, netloc: str, ttl: float) -> None:
+        # a LoopingCall on the reactor: while Redis is away it skips a turn (two of three
+        # may go before the lock lapses; at worst another worker fetches robots.txt too)
         try:
             store.robots_lock_renew(netloc, ttl)
-        except Exception as exc:  # the lock lapses; at worst another worker fetches too
+        except AWAY as exc:
+            skipped(self.crawler.stats, "robots lock renewal", exc)
+        except Exception as exc:  # a LoopingCall that raises stops for good
             logger.debug("could not renew the robots.txt lock of %s: %s", netloc, exc)
 
     async def _download_robots(self, request: Request, url: ParseResult) -> tuple[int, bytes] | None:
@@ -271,6 +310,8 @@ class FleetRobots:
         self.crawler.stats.inc_value("robotstxt/request_count")
         try:
             response = await self.crawler.engine.download_async(robotsreq)
+        except RedisAway:
+            raise  # no turn could be had: nothing was fetched, so no "no rules" either
         except Exception as exc:
             if not isinstance(exc, IgnoreRequest):
                 logger.error("Error downloading %s: %s", robotsreq, exc,

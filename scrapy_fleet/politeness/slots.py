@@ -27,6 +27,7 @@ from scrapy.utils.asyncio import sleep
 from scrapy_fleet.frontier import codec
 from scrapy_fleet.politeness import frontier_of, slot_key
 from scrapy_fleet.politeness.config import PolitenessConfig
+from scrapy_fleet.politeness.outage import AWAY, RedisAway, call_async, skipped, unfinished_if_away
 from scrapy_fleet.politeness.prune import HostStatePruner
 from scrapy_fleet.politeness.store import PolitenessStore
 from scrapy_fleet.scrapy_internals import clear_local_delay, local_slot
@@ -80,18 +81,23 @@ class FleetSlotsMiddleware:
     async def process_request(self, request: Request, spider: Spider | None = None) -> None:
         if not (request.meta.pop(RESERVE_META_KEY, False) or codec.LEASE_META_KEY not in request.meta):
             return None
-        store = self.store()
+        # a worker stopping on a fault no longer offers its frontier; a request already on
+        # its way still takes its turn, or is not downloaded (call_async: RedisAway)
+        store = self.store() or self._store
         if store is None:
             return None
         slot = slot_key(self.crawler, request)
-        wait = store.reserve(slot)
+        with unfinished_if_away(request):
+            # no turn, no download: while Redis is away the request waits here
+            wait = await call_async(self.crawler, lambda: store.reserve(slot),
+                                    "reserve a turn in a download slot")
         if wait > 0:
             self.crawler.stats.inc_value("fleet/politeness/held")
             logger.debug("Waiting %.2f s for a turn in slot %s: %s", wait, slot, request)
             await sleep(wait)
         return None
 
-    def _spider_opened(self, spider: Spider | None = None) -> None:
+    async def _spider_opened(self, spider: Spider | None = None) -> None:
         store = self.store()
         if store is None:
             return
@@ -103,7 +109,13 @@ class FleetSlotsMiddleware:
             if isinstance(conf, dict) and conf.get("delay") is not None
         }
         if delays:
-            store.set_slot_delays(delays)
+            try:
+                # awaited before the engine starts, so before any lease: a slot leased
+                # before its delay is in Redis would go at DOWNLOAD_DELAY
+                await call_async(self.crawler, lambda: store.set_slot_delays(delays),
+                                 "record DOWNLOAD_SLOTS delays")
+            except RedisAway:
+                return  # the worker is stopping
         if self.config.host_state_ttl > 0:
             # every worker walks the per-host hashes; a walk costs a few ms of Redis time
             self._pruner = HostStatePruner(store, self.config, sorted(delays), self.crawler.stats)
@@ -123,8 +135,8 @@ class FleetSlotsMiddleware:
                   "robots_fetched", "robots_truncated", "hosts_pruned", "robots_pruned")
         try:
             values = store.counters([f"politeness/{f}" for f in fields])
-        except Exception as exc:  # Redis gone: the counters stay in Redis
-            logger.debug("could not read the politeness counters: %s", exc)
+        except AWAY as exc:  # the counters stay in Redis; the next idle turn copies them
+            skipped(self.crawler.stats, "counters", exc)
             return
         for field, value in zip(fields, values):
             self.crawler.stats.set_value(f"fleet/crawl/politeness/{field}", value)
@@ -148,10 +160,16 @@ class FleetSlotsMiddleware:
             return
         c = self.config
         slot = slot_key(self.crawler, request)
-        delay = store.adapt(
-            slot, float(latency), response.status,
-            start=max(c.autothrottle_start_delay, c.download_delay), minimum=c.download_delay,
-            maximum=c.autothrottle_max_delay, target_concurrency=c.autothrottle_target_concurrency,
-        )
+        try:
+            delay = store.adapt(
+                slot, float(latency), response.status,
+                start=max(c.autothrottle_start_delay, c.download_delay), minimum=c.download_delay,
+                maximum=c.autothrottle_max_delay, target_concurrency=c.autothrottle_target_concurrency,
+            )
+        except AWAY as exc:
+            # a sync signal: nothing can wait here. The slot keeps its delay, and the next
+            # response moves it (one observation of the latency is lost)
+            skipped(self.crawler.stats, "adaptive delay", exc)
+            return
         logger.debug("slot %s: latency %.3f s, status %d -> fleet-wide delay %.3f s",
                      slot, latency, response.status, delay)

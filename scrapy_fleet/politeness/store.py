@@ -26,7 +26,8 @@ delay it sets. Entries of older versions (``"<status>\\n<body>"``) are still rea
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.frontier.scripts import PRELUDE
@@ -256,28 +257,43 @@ end
 return 1
 """
 
+T = TypeVar("T")
 _STORES: weakref.WeakKeyDictionary[RedisFrontier, PolitenessStore] = weakref.WeakKeyDictionary()
 
 
 class PolitenessStore:
-    """Politeness operations on a frontier's Redis, retried like the frontier's own."""
+    """Politeness operations on a frontier's Redis, retried like the frontier's own.
 
-    def __init__(self, frontier: RedisFrontier) -> None:
+    ``wait`` as in ``RedisFrontier.call``: a store made directly (tools, tests, threads
+    without a reactor) sleeps between attempts while Redis is away; the one the
+    middlewares share, :meth:`of`, never does (see :mod:`.outage`).
+    """
+
+    def __init__(self, frontier: RedisFrontier, *, wait: bool = True) -> None:
         self.frontier = frontier
         self.keys = frontier.keys
+        self.wait = wait
         frontier.add_scripts({"RESERVE": RESERVE, "BACKOFF": BACKOFF, "ADAPT": ADAPT,
                               "CRAWL_DELAY": CRAWL_DELAY, "SLOT_DELAYS": SLOT_DELAYS,
                               "ROBOTS_PUT": ROBOTS_PUT, "ROBOTS_GET": ROBOTS_GET, "PRUNE": PRUNE})
 
     @classmethod
     def of(cls, frontier: RedisFrontier) -> PolitenessStore:
+        """The store of the crawl's middlewares, on the reactor thread: a call made while
+        Redis is away raises RedisRetryLater at once (past the deadline RedisUnavailable
+        or RedisOutOfMemory) instead of sleeping."""
         store = _STORES.get(frontier)
         if store is None:
-            store = _STORES[frontier] = cls(frontier)
+            store = _STORES[frontier] = cls(frontier, wait=False)
         return store
 
+    def _call(self, operation: Callable[[], T], what: str) -> T:
+        return self.frontier.call(operation, what, wait=self.wait)
+
     def _run(self, name: str, keys: list[str], args: list[Any], what: str) -> Any:
-        return self.frontier.run_script(name, keys, args, what)
+        # RedisFrontier.run_script() always waits; its _script() is the same call without
+        # the retries (a run_script(..., wait=) in the frontier would replace this)
+        return self._call(lambda: self.frontier._script(name, keys, args), what)
 
     # --- turns and pauses -----------------------------------------------------------
 
@@ -298,8 +314,8 @@ class PolitenessStore:
         return int(n), int(ms) / 1000
 
     def reset_backoff(self, slot: str) -> None:
-        self.frontier.call(lambda: self.frontier.client.hdel(self.keys.backoff, slot),
-                           "reset a slot's backoff")
+        self._call(lambda: self.frontier.client.hdel(self.keys.backoff, slot),
+                   "reset a slot's backoff")
 
     def adapt(self, slot: str, latency: float, status: int, *, start: float, minimum: float,
               maximum: float, target_concurrency: float) -> float:
@@ -312,8 +328,8 @@ class PolitenessStore:
         return int(ms) / 1000
 
     def slot_delay(self, slot: str) -> float:
-        raw = self.frontier.call(lambda: self.frontier.client.hget(self.keys.slot_delay, slot),
-                                 "read a slot's delay")
+        raw = self._call(lambda: self.frontier.client.hget(self.keys.slot_delay, slot),
+                         "read a slot's delay")
         return (int(raw) if raw is not None else self.frontier.delay_ms) / 1000
 
     def set_crawl_delay(self, slot: str, seconds: float | None) -> None:
@@ -342,15 +358,15 @@ class PolitenessStore:
 
     def robots_lock(self, netloc: str, owner: str, ttl: float) -> bool:
         key = self.keys.robots_lock_prefix + netloc
-        return bool(self.frontier.call(
+        return bool(self._call(
             lambda: self.frontier.client.set(key, owner, nx=True, px=max(1, int(ttl * 1000))),
             "lock a robots.txt fetch",
         ))
 
     def robots_lock_renew(self, netloc: str, ttl: float) -> None:
         key = self.keys.robots_lock_prefix + netloc
-        self.frontier.call(lambda: self.frontier.client.pexpire(key, max(1, int(ttl * 1000))),
-                           "renew a robots.txt lock")
+        self._call(lambda: self.frontier.client.pexpire(key, max(1, int(ttl * 1000))),
+                   "renew a robots.txt lock")
 
     def robots_put(self, netloc: str, slot: str, rules: bytes | None, *, status: int = 200,
                    crawl_delay: float | None = None, skipped: bool = False,
@@ -381,10 +397,10 @@ class PolitenessStore:
         return cursor, int(slots), int(robots)
 
     def incr(self, field: str, amount: int = 1) -> None:
-        self.frontier.call(lambda: self.frontier.client.hincrby(self.keys.stats, field, amount),
-                           "count a politeness event")
+        self._call(lambda: self.frontier.client.hincrby(self.keys.stats, field, amount),
+                   "count a politeness event")
 
     def counters(self, fields: list[str]) -> list[int]:
-        raw = self.frontier.call(lambda: self.frontier.client.hmget(self.keys.stats, fields),
-                                 "read counters")
+        raw = self._call(lambda: self.frontier.client.hmget(self.keys.stats, fields),
+                         "read counters")
         return [int(v or 0) for v in raw]
