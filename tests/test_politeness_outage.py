@@ -17,14 +17,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from conftest import OwnRedis, run_link_spider
-from polite_site import Host, PoliteSite, Worker, gaps, summary
-from processes import wait_until
+from conftest import WAIT, OwnRedis, Output, run_link_spider, wait_for
+from local_site import Host, PoliteSite, gaps, summary
 from scrapy_fleet.errors import EXIT_REDIS_UNAVAILABLE
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.redis_server import connect
 
-WAIT = 120
+pytestmark = pytest.mark.slow  # real worker processes, a Redis stopped and restarted
 
 
 class Gate:
@@ -77,10 +76,10 @@ def settings_for(own_redis: OwnRedis, key_prefix: str, **more: str) -> dict[str,
 @pytest.fixture
 def start_worker(tmp_path: Path):
     """Start a worker on the link spider; any still running at the end is killed."""
-    started: list[Worker] = []
+    started: list[Output] = []
 
-    def start(url: str, settings: dict[str, str]) -> Worker:
-        started.append(Worker(run_link_spider(tmp_path, url, settings)))
+    def start(url: str, settings: dict[str, str]) -> Output:
+        started.append(run_link_spider(tmp_path, url, settings))
         return started[-1]
 
     yield start
@@ -110,7 +109,7 @@ def test_every_request_waiting_for_robots_txt_gets_its_rules(fleet_settings, sta
         worker = start_worker(site.hub_url, {**fleet_settings, "ROBOTSTXT_OBEY": "True"})
         site.gates[(0, "/robots.txt")].wait_arrival()
         client = connect(fleet_settings["REDIS_URL"])
-        wait_until(lambda: leases_of(client, keys, host) == 6)  # all six wait for the rules
+        wait_for(lambda: leases_of(client, keys, host) == 6)  # all six wait for the rules
         client.close()
         site.release()
 
@@ -152,7 +151,7 @@ def test_the_reactor_runs_through_an_outage_and_politeness_holds_after_it(
     for gate in site.gates.values():
         gate.wait_arrival()
     client = connect(own_redis.url)
-    wait_until(lambda: leases_of(client, keys, robots_host) == 6)
+    wait_for(lambda: leases_of(client, keys, robots_host) == 6)
     client.close()
 
     own_redis.stop()
@@ -199,7 +198,7 @@ def test_past_the_deadline_the_worker_stops_and_leaves_what_waited_leased(
         worker = start_worker(site.hub_url, settings)
         site.gates[(0, "/robots.txt")].wait_arrival()
         client = connect(own_redis.url)
-        wait_until(lambda: leases_of(client, keys, host) == 6)
+        wait_for(lambda: leases_of(client, keys, host) == 6)
         client.close()
 
         own_redis.stop()

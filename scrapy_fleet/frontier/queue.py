@@ -139,9 +139,10 @@ class RedisFrontier:
             self._scripts[name] = self.client.register_script(source)
 
     def run_script(self, name: str, extra_keys: Sequence[str], extra_args: Sequence[Any],
-                   what: str) -> Any:
-        """Run a script on the common keys plus ``extra_keys``, retried like every call."""
-        return self.call(lambda: self._script(name, extra_keys, extra_args), what)
+                   what: str, *, wait: bool = True) -> Any:
+        """Run a script on the common keys plus ``extra_keys``, retried like every call
+        (``wait`` as in :meth:`call`)."""
+        return self.call(lambda: self._script(name, extra_keys, extra_args), what, wait=wait)
 
     def _load_scripts(self) -> None:
         for script in self._scripts.values():

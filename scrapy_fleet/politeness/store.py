@@ -291,9 +291,7 @@ class PolitenessStore:
         return self.frontier.call(operation, what, wait=self.wait)
 
     def _run(self, name: str, keys: list[str], args: list[Any], what: str) -> Any:
-        # RedisFrontier.run_script() always waits; its _script() is the same call without
-        # the retries (a run_script(..., wait=) in the frontier would replace this)
-        return self._call(lambda: self.frontier._script(name, keys, args), what)
+        return self.frontier.run_script(name, keys, args, what, wait=self.wait)
 
     # --- turns and pauses -----------------------------------------------------------
 
