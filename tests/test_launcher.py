@@ -109,15 +109,21 @@ def test_a_killed_worker_is_reported_restarted_and_nothing_is_lost(
     assert status["stats"]["reclaimed"] >= 1
 
 
-def test_sigint_keeps_the_crawl_and_the_same_command_resumes_it(
-    site_factory, settings, tmp_path, redis_url, key_prefix
-):
-    site = site_factory(300, delay=0.1)
+def interrupted_fleet(site_factory, settings, tmp_path, pages: int, after: int):
+    """A 2-worker fleet on a slow site of ``pages``, sent SIGINT once ``after`` are fetched."""
+    site = site_factory(pages, delay=0.1)
     project = make_project(tmp_path)
     args = fleet_args(site.url, {**settings, "CONCURRENT_REQUESTS": "2"}, "-n", "2")
     first = Fleet(project, args, "first")
-    wait_for(lambda: len(site.page_fetches()) >= 30, what="30 pages fetched")
+    wait_for(lambda: len(site.page_fetches()) >= after, what=f"{after} pages fetched")
     first.proc.send_signal(signal.SIGINT)
+    return site, project, args, first
+
+
+def test_sigint_keeps_the_crawl_and_the_same_command_resumes_it(
+    site_factory, settings, tmp_path, redis_url, key_prefix
+):
+    site, project, args, first = interrupted_fleet(site_factory, settings, tmp_path, 300, 30)
     assert first.wait() == 130, first.text
     assert "interrupted (SIGINT): resume with the same command" in first.text
     status = frontier(redis_url, key_prefix).status()
@@ -139,12 +145,7 @@ def test_sigint_keeps_the_crawl_and_the_same_command_resumes_it(
 def test_sigint_twice_stops_now_and_still_nothing_is_lost(
     site_factory, settings, tmp_path, redis_url, key_prefix
 ):
-    site = site_factory(200, delay=0.1)
-    project = make_project(tmp_path)
-    args = fleet_args(site.url, {**settings, "CONCURRENT_REQUESTS": "2"}, "-n", "2")
-    first = Fleet(project, args, "first")
-    wait_for(lambda: len(site.page_fetches()) >= 20, what="20 pages fetched")
-    first.proc.send_signal(signal.SIGINT)
+    site, project, args, first = interrupted_fleet(site_factory, settings, tmp_path, 200, 20)
     wait_for(lambda: "stopping the workers gracefully" in first.text, what="the first stage")
     first.proc.send_signal(signal.SIGINT)
     assert first.wait() == 130, first.text
