@@ -63,12 +63,11 @@ _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
 
 @dataclass(frozen=True)
 class FinishCheck:
-    status: str  # "running", "done", "failed" or "lost"
+    status: str  # "running" or "done" (a lost or failed crawl raises instead)
     pending: int
     leased: int
     live_workers: int
     live_seeders: int
-    detail: str = ""  # the error of a failed crawl, what is missing of a lost one
 
     @property
     def finished(self) -> bool:
@@ -296,7 +295,7 @@ class RedisFrontier:
         if fresh or status == b"done":
             self.wipe()
             outcome = "fresh" if state else "new"
-        self.crawl_id = self.create(owner)
+        self.create(owner)
         if status == b"failed" and outcome == "resumed":
             # a crawl whose start requests failed is retried by the next run's seeder
             self.call(lambda: self.client.hset(self.keys.state, mapping={"status": "running",
@@ -375,14 +374,16 @@ class RedisFrontier:
                 found[_text(worker)] = outcome
         return found
 
-    def set_seeding(self, seeding: bool, *, wait: bool = True) -> None:
-        """Tell other workers this one is (no longer) feeding start requests."""
+    def set_seeding(self, seeding: bool, *, complete: bool = True, wait: bool = True) -> None:
+        """Tell other workers this one is (no longer) feeding start requests; once it has
+        fed them all (``complete``) the crawl is marked seeded, else the feed was aborted."""
         def run() -> None:
             pipe = self.client.pipeline(transaction=True)
             if seeding:
                 pipe.sadd(self.keys.seeding, self.worker_id)
             else:
-                pipe.hset(self.keys.state, "seeded", "1")
+                if complete:
+                    pipe.hset(self.keys.state, "seeded", "1")
                 pipe.srem(self.keys.seeding, self.worker_id)
             pipe.execute()
 
@@ -491,6 +492,8 @@ class RedisFrontier:
         return [(_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def check_finished(self, *, keep_alive: bool = False, wait: bool = True) -> FinishCheck:
+        """Whether the crawl is done (and mark it so); raises :class:`CrawlLost` when its
+        data is gone, :class:`CrawlFailed` when another worker marked it failed."""
         raw = self.call(
             lambda: self._script(
                 "CHECK_FINISHED",
@@ -500,7 +503,12 @@ class RedisFrontier:
             ),
             "check whether the crawl is finished", wait=wait,
         )
-        return FinishCheck(_text(raw[0]), *(int(x) for x in raw[1:5]), detail=_text(raw[5]))
+        status, detail = _text(raw[0]), _text(raw[5])
+        if status == "lost":
+            raise CrawlLost(self._lost_message(detail))
+        if status == "failed":
+            raise CrawlFailed(f"the crawl failed in another worker: {detail}")
+        return FinishCheck(status, *(int(x) for x in raw[1:5]))
 
     def add_totals(self, deltas: dict[str, int], *, wait: bool = True) -> None:
         """Add this worker's counters (pages, items, errors...) to the crawl's totals."""

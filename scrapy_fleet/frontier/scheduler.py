@@ -47,7 +47,6 @@ from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.dupefilter import FleetDupeFilter
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.queue import (
-    CrawlFailed,
     CrawlLost,
     FlushResult,
     FrontierFault,
@@ -118,14 +117,12 @@ class FleetScheduler(BaseScheduler):
         self.concurrent_requests = concurrent_requests
         self.worker_id = new_worker_id()
         self.frontier: RedisFrontier | None = None
-        # the id of the crawl this worker joined: a fresh/new crawl gets a new one, a
-        # resumed crawl keeps it (the JSON-lines pipeline starts a new file on a new id)
-        self.crawl_id: str | None = None
         self.spider: Spider | None = None
         self.finished = False
         self.fatal: str | None = None  # why this worker stops on a fault (non-zero exit)
         self.fatal_status = EXIT_FATAL
         self._failing_since: float | None = None  # first of a run of unexpected errors
+        self._fault: BaseException | None = None  # the exception behind ``fatal``, if any
         self._not_stored: set[str] = set()  # leases whose items could not be stored
         self._buffer: deque[tuple[str, bytes | None]] = deque()  # leased, not yet handed out
         self._held: set[str] = set()  # lease ids handed to the engine, not yet finished
@@ -161,6 +158,12 @@ class FleetScheduler(BaseScheduler):
         )
         _SCHEDULERS[crawler] = scheduler
         return scheduler
+
+    @property
+    def crawl_id(self) -> str | None:
+        """The id of the crawl this worker joined: a fresh/new crawl gets a new one, a
+        resumed crawl keeps it (the JSON-lines pipeline starts a new file on a new id)."""
+        return self.frontier.crawl_id if self.frontier is not None else None
 
     @classmethod
     def of(cls, crawler: Crawler) -> FleetScheduler | None:
@@ -202,7 +205,6 @@ class FleetScheduler(BaseScheduler):
             spider.name, redact(url), self.worker_id, outcome,
         )
         self.stats.set_value("fleet/worker", self.worker_id)
-        self.crawl_id = self.frontier.crawl_id
         if outcome == "finished":
             self.finished = True  # nothing to do: the engine closes us as "finished"
         self._install_finish_hook()
@@ -431,12 +433,7 @@ class FleetScheduler(BaseScheduler):
     def _send_seed_end(self) -> None:
         assert self.frontier is not None
         self._flush()
-        if self._seed_end == "complete":
-            self.frontier.set_seeding(False, wait=False)
-        elif self._seed_end == "aborted":
-            self.frontier.call(lambda: self.frontier.client.srem(self.frontier.keys.seeding,
-                                                                 self.worker_id),
-                               "record seeding", wait=False)
+        self.frontier.set_seeding(False, complete=self._seed_end == "complete", wait=False)
         self._seed_end = None
 
     # --- the periodic tick ----------------------------------------------------------
@@ -466,12 +463,8 @@ class FleetScheduler(BaseScheduler):
             return
         if not (self._held or self._seeding or self._seed_end):
             # locally idle: is the whole crawl finished?
-            check = self.frontier.check_finished(keep_alive=self.config.keep_alive, wait=False)
-            if check.status == "lost":
-                raise CrawlLost(self.frontier._lost_message(check.detail))
-            if check.status == "failed":
-                raise CrawlFailed(f"the crawl failed in another worker: {check.detail}")
-            if check.finished:
+            # a lost or failed crawl raises: _guarded stops this worker with its message
+            if self.frontier.check_finished(keep_alive=self.config.keep_alive, wait=False).finished:
                 self._send_totals()
                 self.finished = True
                 logger.info("Crawl finished: the frontier is empty and no worker holds work")
@@ -518,8 +511,6 @@ class FleetScheduler(BaseScheduler):
                            f"{now - self._failing_since:.0f} s: {exc!r}", exc)
         else:
             self._failing_since = None
-
-    _fault: BaseException | None = None
 
     def _fail(self, message: str, exc: BaseException | None = None) -> None:
         """Stop this worker on a fault: one clear error, a non-zero exit, and the

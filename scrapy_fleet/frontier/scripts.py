@@ -143,13 +143,27 @@ local function parse_lease(entry)
   return score, string.sub(entry, sp + 1)
 end
 
--- An id this frontier issued: decimal, at most `seq`, with its payload still stored.
--- Returns "ok", "junk" (never issued: drop it) or "lost" (issued, payload gone).
-local function check_id(id, seq)
-  if type(id) ~= 'string' or #id > 15 or not string.find(id, '^%d+$') then return 'junk' end
-  if tonumber(id) > seq or tonumber(id) < 1 then return 'junk' end
-  if redis.call('HEXISTS', K.payload, id) == 0 then return 'lost' end
-  return 'ok'
+-- The payload of an id this frontier issued (decimal, at most `seq`); else nil and why:
+-- "junk" (never issued: drop it) or "lost" (issued, but its payload is gone).
+local function payload_of(id, seq)
+  if type(id) ~= 'string' or #id > 15 or not string.find(id, '^%d+$') then return nil, 'junk' end
+  if tonumber(id) > seq or tonumber(id) < 1 then return nil, 'junk' end
+  local blob = redis.call('HGET', K.payload, id)
+  if not blob then return nil, 'lost' end
+  return blob
+end
+
+local function read_seq(seq_key)
+  local v = redis.call('GET', seq_key)
+  if v and not is_int(v) then
+    -- junk in the id counter: restart it above every id still stored
+    local top = 0
+    for _, id in ipairs(redis.call('HKEYS', K.payload)) do top = math.max(top, num(id, 0)) end
+    redis.call('SET', seq_key, top)
+    incr(K.stats, 'corrupt', 1)
+    return top
+  end
+  return num(v, 0)
 end
 
 -- Move one leased id back to its slot's queue; returns 1 if it was leased. A junk entry
@@ -159,9 +173,10 @@ local function requeue(lease_key, id, now, seq)
   if not entry then return 0 end
   redis.call('HDEL', lease_key, id)
   local score, slot = parse_lease(entry)
-  local valid = score and check_id(id, seq)
-  if valid ~= 'ok' then
-    if valid == 'lost' then
+  local blob, why = nil, 'junk'
+  if score then blob, why = payload_of(id, seq) end
+  if not blob then
+    if why == 'lost' then
       -- a real lease whose request is gone from `payload`: count it, free its slot
       incr(K.stats, 'lost', 1)
       incr(K.stats, 'leased', -1)
@@ -179,18 +194,15 @@ local function requeue(lease_key, id, now, seq)
   return 1
 end
 
-local function read_seq(seq_key)
-  local v = redis.call('GET', seq_key)
-  if v and not is_int(v) then
-    -- junk in the id counter: restart it above every id still stored
-    local top = 0
-    for _, id in ipairs(redis.call('HKEYS', K.payload)) do top = math.max(top, num(id, 0)) end
-    redis.call('SET', seq_key, top)
-    incr(K.stats, 'corrupt', 1)
-    return top
-  end
-  return num(v, 0)
+-- Hand `ids` of one lease hash back to their queues; counted under `field` (requeued,
+-- reclaimed). Returns how many went back.
+local function requeue_all(lease_key, ids, seq_key, field)
+  local now, seq, n = now_ms(), read_seq(seq_key), 0
+  for _, id in ipairs(ids) do n = n + requeue(lease_key, id, now, seq) end
+  if n > 0 then incr(K.stats, field, n) end
+  return n
 end
+
 """
 
 # Everything a worker sends in one round trip, atomically: dedupe and enqueue new
@@ -346,10 +358,10 @@ if n > 0 then
       redis.call('ZREM', K.ready, slot)
     else
       local id = popped[1]
-      local valid = check_id(id, seq)
-      if valid ~= 'ok' then
+      local blob, why = payload_of(id, seq)
+      if not blob then
         -- junk was never counted as pending; a lost id was
-        if valid == 'junk' then
+        if why == 'junk' then
           incr(K.stats, 'invalid', 1)
           redis.call('HDEL', K.payload, id)  -- a forged payload beside it goes too
           junk[#junk + 1] = id
@@ -362,7 +374,7 @@ if n > 0 then
       else
         taken = taken + 1
         out[#out + 1] = id
-        out[#out + 1] = redis.call('HGET', K.payload, id)
+        out[#out + 1] = blob
         leases[#leases + 1] = id
         leases[#leases + 1] = popped[2] .. ' ' .. slot
         local inflight = incr(K.inflight, slot, 1)
@@ -395,22 +407,13 @@ end
 return {'ok', pushed, out, due, lost, junk}
 """
 
-# Hand leased ids back to the queue (graceful stop); with no ids, all of the worker's.
+# Hand some leased ids back to the queue (leases lost in a failed round trip).
 # KEYS[7] lease:<worker>  KEYS[8] seq   ARGV[3..] ids.   Returns how many went back.
 REQUEUE = PRELUDE + r"""
 check_gauges()
-local now = now_ms()
-local seq = read_seq(KEYS[8])
 local ids = {}
-if #ARGV >= 3 then
-  for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
-else
-  ids = redis.call('HKEYS', KEYS[7])
-end
-local n = 0
-for _, id in ipairs(ids) do n = n + requeue(KEYS[7], id, now, seq) end
-if n > 0 then incr(K.stats, 'requeued', n) end
-return n
+for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end  -- not unpack(): its size is bounded
+return requeue_all(KEYS[7], ids, KEYS[8], 'requeued')
 """
 
 # A worker leaves: all its leases back to the queue, and it is no longer a worker. One
@@ -420,11 +423,7 @@ return n
 # Returns how many went back.
 LEAVE = PRELUDE + r"""
 check_gauges()
-local now = now_ms()
-local seq = read_seq(KEYS[8])
-local n = 0
-for _, id in ipairs(redis.call('HKEYS', KEYS[7])) do n = n + requeue(KEYS[7], id, now, seq) end
-if n > 0 then incr(K.stats, 'requeued', n) end
+local n = requeue_all(KEYS[7], redis.call('HKEYS', KEYS[7]), KEYS[8], 'requeued')
 redis.call('ZREM', KEYS[9], ARGV[3])
 redis.call('SREM', KEYS[10], ARGV[3])
 return n
@@ -439,7 +438,6 @@ RECLAIM = PRELUDE + r"""
 check_gauges()
 local now = now_ms()
 local timeout = tonumber(ARGV[4])
-local seq = read_seq(KEYS[9])
 local out = {}
 local future = redis.call('ZRANGEBYSCORE', KEYS[7], '(' .. (now + timeout), '+inf')
 if #future > 0 then
@@ -448,12 +446,10 @@ if #future > 0 then
 end
 for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now - timeout)) do
   local lease_key = ARGV[3] .. w
-  local n = 0
-  for _, id in ipairs(redis.call('HKEYS', lease_key)) do n = n + requeue(lease_key, id, now, seq) end
+  local n = requeue_all(lease_key, redis.call('HKEYS', lease_key), KEYS[9], 'reclaimed')
   redis.call('DEL', lease_key)
   redis.call('ZREM', KEYS[7], w)
   redis.call('SREM', KEYS[8], w)
-  if n > 0 then incr(K.stats, 'reclaimed', n) end
   out[#out + 1] = w
   out[#out + 1] = n
 end
