@@ -10,11 +10,11 @@ from typing import IO, Any
 
 from scrapy_fleet.config import FleetConfig
 from scrapy_fleet.frontier.keys import CrawlKeys
-from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.launcher.formatting import duration, number, plural, signal_name, when
 from scrapy_fleet.launcher.policy import EXIT_NOT_FINISHED
+from scrapy_fleet.launcher.watch import launcher_frontier
 from scrapy_fleet.launcher.workers import Worker
-from scrapy_fleet.redis_server import RedisUnavailable, connect, redact
+from scrapy_fleet.redis_server import RedisUnavailable, redact
 
 
 def summary(spider: str, why: str, status: dict[str, Any] | None, status_error: str | None,
@@ -94,8 +94,7 @@ def print_status(spider: str, config: FleetConfig, *, as_json: bool = False,
             return EXIT_NOT_FINISHED
         url = embedded_url(config.data_dir)
     try:
-        frontier = RedisFrontier(connect(url), CrawlKeys(config.key_prefix, spider), "status",
-                                 url=url, lease_timeout=config.lease_timeout, retry_timeout=2.0)
+        frontier = launcher_frontier(url, CrawlKeys(config.key_prefix, spider), config)
         try:
             status = frontier.status()
         finally:
