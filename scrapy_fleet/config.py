@@ -42,6 +42,7 @@ class FleetConfig:
     batch_size: int = 16
     poll_interval: float = 0.2
     keep_alive: bool = False
+    idle_timeout: float = 0.0  # keep-alive crawls: end after this long with nothing to do (0: never)
     fresh: bool = False
     seed: bool = True
     redis_retry_timeout: float = 10.0
@@ -59,7 +60,7 @@ class FleetConfig:
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> FleetConfig:
-        url = settings.get("REDIS_URL") or os.environ.get("REDIS_URL") or None
+        url = settings.get("REDIS_URL") or os.environ.get("REDIS_URL") or _host_port_url(settings)
         config = cls(
             redis_url=url,
             data_dir=settings.get("FLEET_DATA_DIR", cls.data_dir),
@@ -68,6 +69,7 @@ class FleetConfig:
             batch_size=int(_positive(settings, "FLEET_BATCH_SIZE", cls.batch_size)),
             poll_interval=_positive(settings, "FLEET_POLL_INTERVAL", cls.poll_interval),
             keep_alive=settings.getbool("FLEET_KEEP_ALIVE", cls.keep_alive),
+            idle_timeout=_idle_timeout(settings),
             fresh=settings.getbool("FLEET_FRESH", cls.fresh),
             seed=settings.getbool("FLEET_SEED", cls.seed),
             redis_retry_timeout=_positive(
@@ -138,6 +140,25 @@ def secret_settings(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
         raise ConfigError(f"{SECRET_SETTINGS_ENV} must be a JSON object of setting names to strings")
     return values
+
+
+def _host_port_url(settings: BaseSettings) -> str | None:
+    """scrapy-redis's REDIS_HOST / REDIS_PORT / REDIS_DB, when REDIS_URL is not set."""
+    host, port, db = (settings.get(n) for n in ("REDIS_HOST", "REDIS_PORT", "REDIS_DB"))
+    if not (host or port):
+        return None
+    host = str(host or "localhost")
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    return f"redis://{host}:{int(port or 6379)}/{int(db or 0)}"
+
+
+def _idle_timeout(settings: BaseSettings) -> float:
+    """FLEET_IDLE_TIMEOUT, or scrapy-redis's MAX_IDLE_TIME_BEFORE_CLOSE (both seconds)."""
+    name = "FLEET_IDLE_TIMEOUT"
+    if settings.get(name) is None and settings.get("MAX_IDLE_TIME_BEFORE_CLOSE") is not None:
+        name = "MAX_IDLE_TIME_BEFORE_CLOSE"
+    return number_setting(settings, name, 0.0, minimum=0.0)
 
 
 def _schemes(settings: BaseSettings) -> frozenset[str]:

@@ -99,7 +99,25 @@ class CrawlKeys:
     def lease(self, worker: str) -> str:
         return self.lease_prefix + worker
 
+    def feeding(self, start_key: str) -> str:
+        """The HASH of entries workers have taken from ``start_key`` (a RedisSpider's
+        ``redis_key``) but not yet stored in the frontier. It sits in the start key's
+        Redis Cluster slot, so one script can move entries between the two, and it is
+        not a key of this crawl: wiping the crawl leaves it alone, as the start key."""
+        return f"{self.prefix}:feeding:{{{hash_tag(start_key)}}}"
+
     @property
     def pattern(self) -> str:
         """Matches every key of this crawl (for a fresh start)."""
         return self.base.replace("{", "\\{").replace("}", "\\}") + "*"
+
+
+def hash_tag(key: str) -> str:
+    """What Redis Cluster hashes for ``key``: the part between its first ``{`` and the
+    next ``}`` if that is not empty, else the whole key."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1:end]
+    return key

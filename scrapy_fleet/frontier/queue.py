@@ -80,6 +80,8 @@ class FlushResult:
     popped: list[tuple[str, bytes | None]]
     next_due: float | None = None  # seconds until a slot held back by its delay comes due
     junk: list[str] = field(default_factory=list)  # queue members dropped: never issued here
+    pending: int | None = None  # requests queued in the whole crawl after this call
+    finished: bool = False  # the crawl is done: nothing was pushed (or acknowledged)
 
 
 class RedisFrontier:
@@ -264,7 +266,8 @@ class RedisFrontier:
 
     # --- lifecycle ------------------------------------------------------------------
 
-    def open(self, *, fresh: bool, restart_finished: bool = True, owner: str = "") -> str:
+    def open(self, *, fresh: bool, restart_finished: bool = True, owner: str = "",
+             keep_alive: bool = False, idle_timeout: float = 0.0) -> str:
         """Join the crawl; returns "new", "resumed", "fresh" (an old crawl was wiped) or
         "finished" (it is done and ``restart_finished`` is off: a worker that does not
         seed must not start a crawl nobody will feed). A worker that does not seed also
@@ -272,6 +275,9 @@ class RedisFrontier:
 
         ``owner`` names the spider class; a crawl made by another class under the same
         keys (two projects, one spider name) raises :class:`CrawlConflict`.
+
+        A ``keep_alive`` worker makes the crawl keep-alive for every worker, with its
+        ``idle_timeout`` (seconds, 0: never); see :attr:`keep_alive`.
         """
         state = self.call(lambda: self.client.hgetall(self.keys.state), "read the crawl state")
         status = state.get(b"status")
@@ -296,6 +302,10 @@ class RedisFrontier:
             self.wipe()
             outcome = "fresh" if state else "new"
         self.create(owner)
+        if keep_alive:
+            self.call(lambda: self.client.hset(self.keys.state, mapping={
+                "keep_alive": "1", "idle_timeout": int(idle_timeout * 1000)}),
+                "mark the crawl keep-alive")
         if status == b"failed" and outcome == "resumed":
             # a crawl whose start requests failed is retried by the next run's seeder
             self.call(lambda: self.client.hset(self.keys.state, mapping={"status": "running",
@@ -303,6 +313,17 @@ class RedisFrontier:
                       "reopen the failed crawl")
         self.heartbeat()
         return outcome
+
+    def crawl_settings(self) -> tuple[bool, float]:
+        """Whether the crawl is keep-alive, and its idle timeout in seconds (0: none)."""
+        keep, timeout = self.call(
+            lambda: self.client.hmget(self.keys.state, "keep_alive", "idle_timeout"),
+            "read the crawl state")
+        try:
+            seconds = max(0.0, int(timeout or 0) / 1000)
+        except ValueError:
+            seconds = 0.0
+        return keep == b"1", seconds
 
     def create(self, owner: str = "") -> str:
         """Create the crawl's state unless it exists; returns the crawl's id."""
@@ -419,7 +440,10 @@ class RedisFrontier:
             # accepts (client-query-buffer-limit); acks ride with the last, after every child
             flags: list[bool] = []
             for chunk in chunks[:-1]:
-                flags += self.flush(chunk, wait=wait).pushed
+                result = self.flush(chunk, wait=wait)
+                if result.finished:
+                    return FlushResult([False] * len(pushes), [], finished=True)
+                flags += result.pushed
             last = self.flush(chunks[-1], acks, invalid, pop, held, wait=wait)
             last.pushed = flags + last.pushed
             return last
@@ -440,10 +464,12 @@ class RedisFrontier:
                 raise
 
         reply = self.call(run, "update the frontier", wait=wait)
+        if reply[0] == b"done":
+            return FlushResult([False] * len(pushes), [], finished=True)
         if reply[0] == b"lost":
             raise CrawlLost(self._lost_message(_text(reply[1]) and "replaced by another crawl"
                                                or "the crawl state is gone"))
-        _, flags, flat, due_ms, lost, junk = reply
+        _, flags, flat, due_ms, lost, junk, pending = reply
         popped = [(flat[i].decode("ascii"), flat[i + 1]) for i in range(0, len(flat), 2)]
         if lost:
             raise CrawlLost(self._lost_message(
@@ -453,7 +479,8 @@ class RedisFrontier:
             self._reconcile = False
             self._hand_back_unknown({*held, *(i for i, _ in popped)}, wait=wait)
         return FlushResult([bool(x) for x in flags], popped,
-                           None if due_ms < 0 else due_ms / 1000, [_text(j) for j in junk])
+                           None if due_ms < 0 else due_ms / 1000, [_text(j) for j in junk],
+                           int(pending))
 
     def _lost_message(self, what: str) -> str:
         return (f"the crawl of {self.keys.spider!r} in Redis at {redact(self.url)} was lost "

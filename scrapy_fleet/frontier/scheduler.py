@@ -45,7 +45,9 @@ from scrapy_fleet.errors import (
 )
 from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.dupefilter import FleetDupeFilter
+from scrapy_fleet.frontier.feeder import StartKeyFeeder
 from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.frontier.startkey import StartKey
 from scrapy_fleet.frontier.queue import (
     CrawlLost,
     FlushResult,
@@ -80,6 +82,7 @@ TOTALS = {
     "item_scraped_count": "items",
     "log_count/ERROR": "errors",
     "downloader/exception_count": "download_errors",
+    "fleet/feed/bad": "feed_bad",
 }
 
 
@@ -139,6 +142,9 @@ class FleetScheduler(BaseScheduler):
         self._tick: task.LoopingCall | None = None
         self._invalid_logged = 0
         self._wake_at: Any = None  # a pending reactor call: a delayed slot comes due
+        self.feeder: StartKeyFeeder | None = None  # a RedisSpider's start keys
+        self._pending: int | None = None  # requests queued crawl-wide, as of the last flush
+        self._feed_after = 0.0  # the start keys were empty: no take before this (monotonic)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -192,7 +198,9 @@ class FleetScheduler(BaseScheduler):
             )
             owner = f"{type(spider).__module__}.{type(spider).__qualname__}"
             outcome = self.frontier.open(fresh=config.fresh, restart_finished=config.seed,
-                                         owner=owner)
+                                         owner=owner, keep_alive=config.keep_alive,
+                                         idle_timeout=config.idle_timeout)
+            keep_alive, idle_timeout = self.frontier.crawl_settings()
         except (RedisUnavailable, FrontierFault) as exc:
             self.fatal = str(exc)
             self.fatal_status = _exit_status(exc)
@@ -205,6 +213,12 @@ class FleetScheduler(BaseScheduler):
             spider.name, redact(url), self.worker_id, outcome,
         )
         self.stats.set_value("fleet/worker", self.worker_id)
+        if keep_alive:
+            logger.info(
+                "The crawl is keep-alive: it ends on Ctrl-C/SIGTERM%s, never when its queue "
+                "is empty", f" or after {idle_timeout:g} s idle" if idle_timeout else "",
+            )
+        self.feeder = self._start_key_feeder(spider)
         if outcome == "finished":
             self.finished = True  # nothing to do: the engine closes us as "finished"
         self._install_finish_hook()
@@ -215,6 +229,25 @@ class FleetScheduler(BaseScheduler):
         self._tick.start(config.poll_interval, now=False).addErrback(
             lambda f: self._fail(f"the fleet scheduler's tick stopped: {f.getErrorMessage()}")
         )
+
+    def _start_key_feeder(self, spider: Spider) -> StartKeyFeeder | None:
+        from scrapy_fleet.spiders.redis import RedisMixin  # the plugin's own base class
+
+        if not isinstance(spider, RedisMixin) or self.frontier is None:
+            return None
+        frontier, settings = self.frontier, spider.settings
+        sources = [
+            StartKey(frontier.client, key, frontier.keys.feeding(key), self.worker_id,
+                     lease_timeout=self.config.lease_timeout, call=frontier.call)
+            for key in spider.redis_keys()
+        ]
+        kind = ("set" if settings.getbool("REDIS_START_URLS_AS_SET") else
+                "zset" if settings.getbool("REDIS_START_URLS_AS_ZSET") else "list")
+        feeder = StartKeyFeeder(sources, spider.make_request_from_data, self.feed, self.stats,
+                                batch_size=spider.feed_batch_size(), expected_kind=kind)
+        logger.info("Reading start requests from Redis %s %s (batches of %d)",
+                    kind, ", ".join(repr(s.key) for s in sources), feeder.batch_size)
+        return feeder
 
     def close(self, reason: str) -> None:
         if self._tick is not None and self._tick.running:
@@ -239,6 +272,8 @@ class FleetScheduler(BaseScheduler):
                 # fail again: those requests go back to the queue instead and run again
                 self._flush(wait=True)
                 self._send_totals(wait=True)
+                if self.feeder is not None:
+                    self.feeder.close()
             handed_back = self.frontier.leave()
             self.frontier.record_outcome({
                 "reason": reason,
@@ -299,6 +334,7 @@ class FleetScheduler(BaseScheduler):
     # --- Redis round trips ----------------------------------------------------------
 
     def _fill(self) -> None:
+        self._maybe_feed()
         free = self.concurrent_requests
         if self.crawler is not None and self.crawler.engine is not None:
             free -= len(self.crawler.engine.downloader.active)
@@ -317,6 +353,19 @@ class FleetScheduler(BaseScheduler):
                 self._wake_later(wait)
             self._empty_until = time.monotonic() + wait
 
+    def _maybe_feed(self) -> None:
+        """Take a batch from the start keys when the crawl runs low on queued work (the
+        requests go out with the next flush), but not more often than every tick while
+        the keys are empty."""
+        if self.feeder is None or self.finished or self.fatal is not None:
+            return
+        now = time.monotonic()
+        low = max(self.concurrent_requests, self.feeder.batch_size)
+        if now < self._feed_after or (self._pending is not None and self._pending >= low):
+            return
+        if not self.feeder.feed():
+            self._feed_after = now + self.config.poll_interval
+
     def _wake_later(self, seconds: float) -> None:
         from twisted.internet import reactor
 
@@ -333,6 +382,7 @@ class FleetScheduler(BaseScheduler):
         pushes, requests = self._pushes, self._push_requests
         acks, invalid = self._acks, self._invalid
         self._pushes, self._push_requests, self._acks, self._invalid = [], [], [], []
+        batches = self.feeder.unflushed() if self.feeder is not None else []
         try:
             result = self.frontier.flush(
                 pushes, acks, invalid, pop=pop, held=self._held | {i for i, _ in self._buffer},
@@ -342,7 +392,19 @@ class FleetScheduler(BaseScheduler):
             # keep everything for the next attempt (or for the lease timeout to recover)
             self._pushes, self._push_requests = pushes + self._pushes, requests + self._push_requests
             self._acks, self._invalid = acks + self._acks, invalid + self._invalid
+            if self.feeder is not None:
+                self.feeder.restore(batches)
             raise
+        if result.finished:
+            # the crawl ended (a keep-alive crawl's idle timeout) before these were stored
+            logger.info("The crawl has finished; %d requests not stored were dropped", len(pushes))
+            self.finished = True
+            if self.feeder is not None and batches:
+                self.feeder.give_back(batches, wait=wait)
+            return result
+        if self.feeder is not None:
+            self.feeder.stored(batches)
+        self._pending = result.pending
         if pushes:
             added = sum(result.pushed)
             self.stats.inc_value("fleet/enqueued", added)
@@ -447,6 +509,8 @@ class FleetScheduler(BaseScheduler):
         now = time.monotonic()
         if self._seed_end is not None:
             self._send_seed_end()
+        if not self._buffer and not self._held:
+            self._maybe_feed()  # an idle worker looks for new start entries
         if self._pushes or self._acks or self._invalid:
             self._flush()
         if now - self._last_beat >= self.config.heartbeat_interval:

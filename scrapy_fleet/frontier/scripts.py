@@ -217,11 +217,14 @@ end
 #            then A acked ids, then I ids of entries the worker could not decode.
 # Returns {"ok", {1 enqueued / 0 duplicate per push}, {id1, payload1, ...},
 #          ms until the first delayed slot comes due (-1: none), ids found lost,
-#          queue members dropped as junk (never issued by this frontier)}
-#      or {"lost", state id found ("" if none)} having changed nothing.
+#          queue members dropped as junk (never issued by this frontier), pending gauge}
+#      or {"lost", state id found ("" if none)} having changed nothing,
+#      or {"done"} having changed nothing: pushes into a finished crawl would never run
+#      (a keep-alive crawl ended by its idle timeout; the feeder gives its entries back).
 FLUSH = PRELUDE + r"""
-local state_id = redis.call('HGET', KEYS[12], 'id')
-if state_id ~= ARGV[3] then return {'lost', state_id or ''} end
+local state = redis.call('HMGET', KEYS[12], 'id', 'status')
+if state[1] ~= ARGV[3] then return {'lost', state[1] or ''} end
+if state[2] == 'done' and tonumber(ARGV[4]) > 0 then return {'done'} end
 check_gauges()
 local now = now_ms()
 local P, A, I, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -292,6 +295,7 @@ if P > 0 then
     end
     incr(K.stats, 'pending', added)
     incr(K.stats, 'enqueued', added)
+    redis.call('HDEL', KEYS[12], 'idle_since')  -- new work: a keep-alive crawl is not idle
   end
   if added < P then incr(K.stats, 'duplicate', P - added) end
 end
@@ -328,6 +332,7 @@ for part = 1, 2 do
       -- was overwritten with junk (its slot's in-flight count is recounted at the end)
       incr(K.stats, 'leased', -done)
       incr(K.stats, field, done)
+      redis.call('HDEL', KEYS[12], 'idle_since')
       if junk > 0 then incr(K.stats, 'corrupt', junk) end
     end
   end
@@ -404,7 +409,7 @@ if n > 0 then
   local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
   if #first > 0 then due = math.max(0, tonumber(first[2]) - now) end
 end
-return {'ok', pushed, out, due, lost, junk}
+return {'ok', pushed, out, due, lost, junk, num(redis.call('HGET', K.stats, 'pending'), 0)}
 """
 
 # Hand some leased ids back to the queue (leases lost in a failed round trip).
@@ -462,8 +467,12 @@ return out
 # worker still seeding, and the start requests fed at least once. Gauges that disagree
 # with empty queues are either junk (below 0: reset) or lost work (above 0: "lost").
 # KEYS[7] workers  KEYS[8] seeding  KEYS[9] state
-# ARGV[3] lease timeout ms  ARGV[4] this worker  ARGV[5] "1" = never finish (keep-alive)
+# ARGV[3] lease timeout ms  ARGV[4] this worker  ARGV[5] "1" = this worker is keep-alive
 # ARGV[6] crawl id  ARGV[7] lease key prefix
+# A keep-alive crawl (``state.keep_alive``, set by any keep-alive worker that opened it, or
+# this worker's ARGV[5]) is never done when idle, unless ``state.idle_timeout`` (ms) is
+# set: then it is done once it has been idle that long (``state.idle_since``, which FLUSH
+# clears on every push or acknowledgement, and this script when it finds work).
 # Returns {status, pending, leased, live workers, live seeders, detail} where status is
 # "done", "running", "failed" (detail: the error), or "lost" (detail: what is missing).
 CHECK_FINISHED = PRELUDE + r"""
@@ -487,8 +496,12 @@ if status == 'done' then return {'done', pending, leased, live, seeders, ''} end
 if status == 'failed' then
   return {'failed', pending, leased, live, seeders, redis.call('HGET', KEYS[9], 'error') or ''}
 end
-if redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0 then
+local function busy()
+  redis.call('HDEL', KEYS[9], 'idle_since')
   return {'running', pending, leased, live, seeders, ''}
+end
+if redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0 then
+  return busy()
 end
 -- nothing ready: recount what is in flight from the leases of the workers on record
 if redis.call('EXISTS', K.inflight) == 1 then
@@ -513,7 +526,7 @@ if redis.call('EXISTS', K.inflight) == 1 then
     end
   end
   if total > 0 or redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0 then
-    return {'running', pending, leased, live, seeders, ''}
+    return busy()
   end
 end
 -- nothing ready or in flight; a queue outside `ready`/`delayed` would be a bug or junk:
@@ -529,7 +542,7 @@ if pending > 0 then
   until cursor == '0'
   if redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0 then
     incr(K.stats, 'corrupt', 1)
-    return {'running', pending, leased, live, seeders, ''}
+    return busy()
   end
 end
 if pending > 0 or leased > 0 then
@@ -540,11 +553,24 @@ if pending < 0 or leased < 0 then
   redis.call('HSET', K.stats, 'pending', 0, 'leased', 0)
   incr(K.stats, 'corrupt', 1)
 end
-if seeders == 0 and ARGV[5] ~= '1' and redis.call('HGET', KEYS[9], 'seeded') == '1' then
-  redis.call('HSET', KEYS[9], 'status', 'done', 'finished_at', now)
-  return {'done', 0, 0, live, seeders, ''}
+if seeders > 0 or redis.call('HGET', KEYS[9], 'seeded') ~= '1' then
+  pending, leased = 0, 0
+  return busy()
 end
-return {'running', 0, 0, live, seeders, ''}
+local settings = redis.call('HMGET', KEYS[9], 'keep_alive', 'idle_timeout', 'idle_since')
+if ARGV[5] == '1' or settings[1] == '1' then
+  local timeout = num(settings[2], 0)
+  if timeout <= 0 then return {'running', 0, 0, live, seeders, ''} end
+  local since = num(settings[3], nil)
+  if since == nil or since > now then
+    redis.call('HSET', KEYS[9], 'idle_since', now)
+    return {'running', 0, 0, live, seeders, ''}
+  end
+  if now - since < timeout then return {'running', 0, 0, live, seeders, ''} end
+  redis.call('HSET', KEYS[9], 'ended_by', 'idle_timeout')
+end
+redis.call('HSET', KEYS[9], 'status', 'done', 'finished_at', now)
+return {'done', 0, 0, live, seeders, ''}
 """
 
 # Record a heartbeat at server time.  KEYS[1] workers  ARGV[1] worker id

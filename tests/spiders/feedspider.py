@@ -1,0 +1,24 @@
+"""A scrapy-redis style spider, unchanged but for its import: start URLs come from Redis.
+``FOLLOW=1`` follows every link (a crawl that keeps workers busy)."""
+
+from scrapy_fleet.pipelines import JsonLinesPipeline
+from scrapy_fleet.spiders import RedisSpider
+
+
+class FeedSpider(RedisSpider):
+    name = "feed"
+    # no redis_key: tests give each crawl its own with REDIS_START_URLS_KEY
+    custom_settings = {
+        "ADDONS": {"scrapy_fleet.addon.FleetAddon": 0},
+        "ITEM_PIPELINES": {JsonLinesPipeline: 800},
+        "TELNETCONSOLE_ENABLED": False,
+        "ROBOTSTXT_OBEY": False,
+        "LOG_LEVEL": "INFO",
+    }
+
+    def parse(self, response):
+        yield {"url": response.url, "title": response.css("title::text").get(),
+               "job": response.meta.get("job"), "method": response.request.method}
+        if self.settings.getbool("FOLLOW"):
+            for href in response.css("a::attr(href)").getall():
+                yield response.follow(href, callback=self.parse)

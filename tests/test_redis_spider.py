@@ -1,0 +1,55 @@
+"""RedisSpider: start URLs and scrapy-redis JSON pushed into Redis while the crawl runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import redis
+
+from conftest import Output, read_items, runspider, wait_for
+from local_site import LinkedSite
+from scrapy_fleet.redis_server import find_redis_server
+
+
+def redis_cli(url: str, *args: str) -> str:
+    """Run the real redis-cli (shipped next to redis-server) against ``url``."""
+    cli = Path(find_redis_server()).with_name("redis-cli")
+    target = ["-s", url.split("://", 1)[1].split("?")[0]] if url.startswith("unix://") else ["-u", url]
+    return subprocess.run([str(cli), *target, *args], check=True, capture_output=True,
+                          text=True, timeout=30).stdout
+
+
+def feed_settings(tmp_path: Path, fleet_settings: dict[str, str], **more: object) -> dict[str, object]:
+    prefix = fleet_settings["FLEET_KEY_PREFIX"]
+    return {**fleet_settings, "REDIS_START_URLS_KEY": f"{prefix}:%(name)s:start_urls",
+            "FLEET_OUTPUT": str(tmp_path / "out" / "%(name)s.jsonl"),
+            "FLEET_DATA_DIR": str(tmp_path / "data"), "FLEET_POLL_INTERVAL": 0.05, **more}
+
+
+def test_urls_and_json_pushed_with_redis_cli_while_it_runs(
+        tmp_path: Path, serve, redis_url: str, fleet_settings: dict[str, str]) -> None:
+    site = serve(LinkedSite(20))
+    key = f"{fleet_settings['FLEET_KEY_PREFIX']}:feed:start_urls"
+    worker = runspider(tmp_path, "feedspider.py",
+                       feed_settings(tmp_path, fleet_settings, FLEET_IDLE_TIMEOUT=1.5))
+    worker.wait_for(r"Reading start requests from Redis list")
+    redis_cli(redis_url, "LPUSH", key, f"{site.url}/page/1", f"{site.url}/page/2")
+    wait_for(lambda: site.page_fetches()[f"/page/2"], what="the first pushed URLs crawled")
+    payload = {"url": f"{site.url}/page/3", "meta": {"job": "j-42"}}
+    get = {"url": f"{site.url}/page/4", "method": "get", "meta": {"job": "g"}}
+    redis_cli(redis_url, "RPUSH", key, json.dumps(payload), "not a url", "{bad json",
+              '{"no": "url"}', json.dumps(get))
+    assert worker.finish() == 0, worker.text  # ended by its idle timeout
+    assert "The crawl is keep-alive" in worker.text
+    items = {i["url"]: i for i in read_items(tmp_path / "out" / "%(name)s.jsonl", "feed")}
+    assert set(items) == {f"{site.url}/page/{n}" for n in (1, 2, 3, 4)}
+    assert items[f"{site.url}/page/3"]["job"] == "j-42"  # meta reached the callback
+    assert items[f"{site.url}/page/4"]["job"] == "g"
+    assert worker.stat("fleet/feed/bad") == 3
+    assert worker.stat("fleet/feed/entries") == 7
+    assert "Skipped a bad entry" in worker.text
+    client = redis.Redis.from_url(redis_url)
+    assert client.llen(key) == 0
+    assert client.hget(f"{fleet_settings['FLEET_KEY_PREFIX']}:{{feed}}:state", "ended_by") == b"idle_timeout"
