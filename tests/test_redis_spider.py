@@ -31,7 +31,7 @@ def feed_settings(tmp_path: Path, fleet_settings: dict[str, str], **more: object
 def test_urls_and_json_pushed_with_redis_cli_while_it_runs(
         tmp_path: Path, serve, redis_url: str, fleet_settings: dict[str, str]) -> None:
     site = serve(LinkedSite(20))
-    key = f"{fleet_settings['FLEET_KEY_PREFIX']}:feed:start_urls"
+    key = f"{fleet_settings['FLEET_KEY_PREFIX']}:redisfeed:start_urls"
     worker = runspider(tmp_path, "feedspider.py",
                        feed_settings(tmp_path, fleet_settings, FLEET_IDLE_TIMEOUT=1.5))
     worker.wait_for(r"Reading start requests from Redis list")
@@ -43,7 +43,7 @@ def test_urls_and_json_pushed_with_redis_cli_while_it_runs(
               '{"no": "url"}', json.dumps(get))
     assert worker.finish() == 0, worker.text  # ended by its idle timeout
     assert "The crawl is keep-alive" in worker.text
-    items = {i["url"]: i for i in read_items(tmp_path / "out" / "%(name)s.jsonl", "feed")}
+    items = {i["url"]: i for i in read_items(tmp_path / "out" / "%(name)s.jsonl", "redisfeed")}
     assert set(items) == {f"{site.url}/page/{n}" for n in (1, 2, 3, 4)}
     assert items[f"{site.url}/page/3"]["job"] == "j-42"  # meta reached the callback
     assert items[f"{site.url}/page/4"]["job"] == "g"
@@ -52,4 +52,4 @@ def test_urls_and_json_pushed_with_redis_cli_while_it_runs(
     assert "Skipped a bad entry" in worker.text
     client = redis.Redis.from_url(redis_url)
     assert client.llen(key) == 0
-    assert client.hget(f"{fleet_settings['FLEET_KEY_PREFIX']}:{{feed}}:state", "ended_by") == b"idle_timeout"
+    assert client.hget(f"{fleet_settings['FLEET_KEY_PREFIX']}:{{redisfeed}}:state", "ended_by") == b"idle_timeout"

@@ -20,6 +20,7 @@ from scrapy.utils.conf import arglist_to_dict, build_component_list
 from scrapy.utils.misc import load_object
 
 from scrapy_fleet.addon import check_settings
+from scrapy_fleet.commands.feed import entries_from, run_feed
 from scrapy_fleet.config import ConfigError, FleetConfig
 from scrapy_fleet.launcher import (
     DEFAULT_MAX_RESTARTS,
@@ -59,7 +60,7 @@ class Command(ScrapyCommand):
     default_settings = {"LOG_ENABLED": False}
 
     def syntax(self) -> str:
-        return "[options] <spider>"
+        return "[options] <spider> | feed <spider> [URL ...] [-f FILE|-]"
 
     def short_desc(self) -> str:
         return "Run a spider in N processes sharing one Redis frontier (scrapy-fleet)"
@@ -70,7 +71,10 @@ class Command(ScrapyCommand):
             "`scrapy crawl` worker processes on it, show the progress of the whole crawl, "
             "restart workers that die and exit 0 when the crawl is finished. Ctrl-C once "
             "stops gracefully (resume with the same command), twice stops now. "
-            "--status shows a crawl running anywhere on the same Redis."
+            "--status shows a crawl running anywhere on the same Redis. "
+            "`scrapy fleet feed SPIDER URL...` (or -f FILE, -f - for stdin; a URL or a "
+            "scrapy-redis JSON object per line) adds entries to the spider's crawl, "
+            "running or not, without crawling."
         )
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
@@ -87,6 +91,11 @@ class Command(ScrapyCommand):
         parser.add_argument("--status", action="store_true",
                             help="print the crawl's state, queue, workers and totals; do not crawl")
         parser.add_argument("--json", action="store_true", help="with --status: print JSON")
+        parser.add_argument("--keep-alive", action="store_true",
+                            help="never finish when the queue is empty: run until Ctrl-C/SIGTERM "
+                                 "or FLEET_IDLE_TIMEOUT (FLEET_KEEP_ALIVE=1)")
+        parser.add_argument("-f", "--file", metavar="FILE", default=None,
+                            help="with feed: read entries from FILE, one per line (- for stdin)")
         parser.add_argument("--logdir", metavar="DIR", default=None,
                             help="where worker logs go (default FLEET_DATA_DIR/logs/SPIDER)")
         parser.add_argument("--max-restarts", type=int, default=None, metavar="K",
@@ -106,8 +115,20 @@ class Command(ScrapyCommand):
                              "a running crawl, --fresh throws it away", print_help=False)
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
-        if len(args) != 1:
-            raise UsageError("give exactly one spider name")
+        feed = bool(args) and args[0] == "feed"
+        if feed and len(args) < 2:
+            raise UsageError("feed: give a spider name: scrapy fleet feed SPIDER URL...",
+                             print_help=False)
+        if feed:
+            args, urls = args[1:2], args[2:]
+            if not urls and opts.file is None:
+                raise UsageError("feed: give URLs, or -f FILE (- for stdin)", print_help=False)
+            if opts.file not in (None, "-") and not os.path.isfile(opts.file):
+                raise UsageError(f"feed: no file {opts.file!r}", print_help=False)
+        elif len(args) != 1:
+            raise UsageError("give exactly one spider name (or: feed SPIDER URL...)")
+        elif opts.file is not None:
+            raise UsageError("-f goes with feed: scrapy fleet feed SPIDER -f FILE", print_help=False)
         name = args[0]
         assert self.settings is not None
         settings = self.settings.copy()
@@ -124,6 +145,12 @@ class Command(ScrapyCommand):
         if opts.status:
             self.exitcode = print_status(name, config, as_json=opts.json)
             return
+        if feed:
+            self.exitcode = run_feed(spidercls, settings, config, arglist_to_dict(opts.spargs),
+                                     entries_from(urls, opts.file), sys.stdout)
+            return
+        if opts.keep_alive:
+            opts.set.append("FLEET_KEEP_ALIVE=1")
         if opts.loglevel:
             opts.set.append(f"LOG_LEVEL={opts.loglevel}")
         options = LaunchOptions(

@@ -79,7 +79,7 @@ class StartKeyFeeder:
         self.stats.inc_value("fleet/feed/entries", len(batch.entries))
         for entry in batch.entries:
             try:
-                requests = _as_requests(self.make_requests(entry))
+                requests = as_requests(self.make_requests(entry))
             except Exception as exc:  # noqa: BLE001 - a bad entry is counted, never a crash
                 self._bad(batch.key, entry, exc)
                 continue
@@ -150,7 +150,7 @@ class StartKeyFeeder:
             source.ack(fields, wait=wait)
 
 
-def _as_requests(made: Any) -> list[Request]:
+def as_requests(made: Any) -> list[Request]:
     if made is None:
         return []
     if isinstance(made, Request):

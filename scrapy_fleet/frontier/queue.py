@@ -279,17 +279,9 @@ class RedisFrontier:
         A ``keep_alive`` worker makes the crawl keep-alive for every worker, with its
         ``idle_timeout`` (seconds, 0: never); see :attr:`keep_alive`.
         """
-        state = self.call(lambda: self.client.hgetall(self.keys.state), "read the crawl state")
+        state = self._owned_state(owner)
         status = state.get(b"status")
         outcome = "new" if not state else "resumed"
-        made_by = _text(state.get(b"spider", b""))
-        if owner and made_by and made_by != owner:
-            raise CrawlConflict(
-                f"Redis at {redact(self.url)} already holds a crawl of {self.keys.spider!r} "
-                f"made by {made_by}, not {owner}: another project uses the same spider name "
-                f"and key prefix ({self.keys.prefix!r}). Set FLEET_KEY_PREFIX to keep them "
-                "apart (or --fresh / FLEET_FRESH=1 to throw that crawl away)"
-            )
         if status == b"done" and not fresh and not restart_finished:
             return "finished"
         if not state and not restart_finished:
@@ -312,6 +304,31 @@ class RedisFrontier:
                                                                           "error": ""}),
                       "reopen the failed crawl")
         self.heartbeat()
+        return outcome
+
+    def _owned_state(self, owner: str) -> dict[bytes, bytes]:
+        """The crawl's state; :class:`CrawlConflict` if another spider class made it."""
+        state = self.call(lambda: self.client.hgetall(self.keys.state), "read the crawl state")
+        made_by = _text(state.get(b"spider", b""))
+        if owner and made_by and made_by != owner:
+            raise CrawlConflict(
+                f"Redis at {redact(self.url)} already holds a crawl of {self.keys.spider!r} "
+                f"made by {made_by}, not {owner}: another project uses the same spider name "
+                f"and key prefix ({self.keys.prefix!r}). Set FLEET_KEY_PREFIX to keep them "
+                "apart (or --fresh / FLEET_FRESH=1 to throw that crawl away)"
+            )
+        return state
+
+    def attach(self, owner: str = "") -> str:
+        """Join the crawl as a producer (``scrapy fleet feed``): no heartbeat, no leases.
+        Returns "running" (it exists), "new" (created) or "restarted" (it had finished:
+        wiped and created again, as the next ``scrapy fleet`` run would)."""
+        state = self._owned_state(owner)
+        outcome = "running" if state else "new"
+        if state.get(b"status") == b"done":
+            self.wipe()
+            outcome = "restarted"
+        self.create(owner)
         return outcome
 
     def crawl_settings(self) -> tuple[bool, float]:

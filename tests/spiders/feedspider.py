@@ -6,7 +6,7 @@ from scrapy_fleet.spiders import RedisSpider
 
 
 class FeedSpider(RedisSpider):
-    name = "feed"
+    name = "redisfeed"
     # no redis_key: tests give each crawl its own with REDIS_START_URLS_KEY
     custom_settings = {
         "ADDONS": {"scrapy_fleet.addon.FleetAddon": 0},
