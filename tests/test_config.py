@@ -26,6 +26,21 @@ def test_redis_url_setting_wins_over_the_environment(monkeypatch):
     assert FleetConfig.from_settings(settings).redis_url == "unix:///tmp/x.sock"
 
 
+def test_scrapy_redis_names_for_the_redis_server_and_the_idle_timeout():
+    config = FleetConfig.from_settings(Settings({"REDIS_HOST": "redis.lan", "REDIS_PORT": "6380",
+                                                 "MAX_IDLE_TIME_BEFORE_CLOSE": "30"}))
+    assert config.redis_url == "redis://redis.lan:6380/0"
+    assert config.idle_timeout == 30.0
+    assert FleetConfig.from_settings(Settings({"REDIS_HOST": "::1", "REDIS_DB": "2"})).redis_url \
+        == "redis://[::1]:6379/2"
+    both = Settings({"REDIS_URL": "redis://main:6379/1", "REDIS_HOST": "other",
+                     "FLEET_IDLE_TIMEOUT": "5", "MAX_IDLE_TIME_BEFORE_CLOSE": "30"})
+    config = FleetConfig.from_settings(both)
+    assert (config.redis_url, config.idle_timeout) == ("redis://main:6379/1", 5.0)  # ours win
+    with pytest.raises(ConfigError, match="MAX_IDLE_TIME_BEFORE_CLOSE must be a number"):
+        FleetConfig.from_settings(Settings({"MAX_IDLE_TIME_BEFORE_CLOSE": "soon"}))
+
+
 def test_values_from_the_command_line_are_strings():
     settings = Settings({"FLEET_LEASE_TIMEOUT": "3", "FLEET_SEED": "0", "FLEET_FRESH": "1",
                          "DOWNLOAD_DELAY": "0.5", "CONCURRENT_REQUESTS_PER_DOMAIN": "2"})

@@ -43,6 +43,12 @@ def test_the_command_is_registered_through_the_entry_point(tmp_path):
         ([], "give exactly one spider name"),
         (["links", "-s", "FLEET_LEASE_TIMEOUT=abc"], "FLEET_LEASE_TIMEOUT must be a number"),
         (["links", "-s", "FLEET_BACKOFF_BASE=-1"], "FLEET_BACKOFF_BASE must be at least 0.001"),
+        (["feed"], "feed: give a spider name"),
+        (["feed", "links"], "feed: give URLs, or -f FILE"),
+        (["feed", "links", "-f", "missing.txt"], "feed: no file 'missing.txt'"),
+        (["feed", "nosuchspider", "http://a.example/"], "Spider not found: nosuchspider"),
+        (["links", "-f", "urls.txt"], "-f goes with feed"),
+        (["links", "-s", "FLEET_IDLE_TIMEOUT=-1"], "FLEET_IDLE_TIMEOUT must be at least 0"),
     ],
 )
 @pytest.mark.slow

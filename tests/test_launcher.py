@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Fleet, fleet_args, frontier, make_project, wait_for
+from conftest import Fleet, Output, fleet_args, frontier, make_project, wait_for
 from local_site import LinkedSite
 
 pytestmark = pytest.mark.slow  # real worker processes
@@ -154,3 +154,25 @@ def test_sigint_twice_stops_now_and_still_nothing_is_lost(
     second = Fleet(project, args, "second")
     assert second.wait() == 0, second.text
     assert len(site.page_fetches()) == 200
+
+
+def test_a_keep_alive_crawl_outlives_a_process_that_finishes_and_ends_by_its_idle_timeout(
+    site_factory, settings, tmp_path, redis_url, key_prefix
+):
+    """`--keep-alive`: the queue running empty ends nothing. A plain `scrapy crawl`-style
+    process (not keep-alive) that joins the crawl and runs out of work does not end it
+    for everyone: it follows the crawl's mode. Only the idle timeout ends it."""
+    site = site_factory(40)
+    project = make_project(tmp_path)
+    keep = {**settings, "FLEET_IDLE_TIMEOUT": "6", "FLEET_POLL_INTERVAL": "0.05"}
+    fleet = Fleet(project, fleet_args(site.url, keep, "-n", "1", "--keep-alive"))
+    watch = frontier(redis_url, key_prefix)
+    wait_for(lambda: len(site.page_fetches()) == 40, what="every page fetched")
+    # `scrapy crawl`, no keep-alive of its own
+    joiner = Output(project, ["crawl", *fleet_args(site.url, settings)], "crawl")
+    joiner.wait_for(r"The crawl is keep-alive")
+    assert fleet.wait() == 0, fleet.text
+    assert joiner.finish() == 0, joiner.text
+    state = watch.status()["state"]
+    assert state["status"] == "done" and state.get("ended_by") == "idle_timeout", state
+    assert set(site.page_fetches().values()) == {1}

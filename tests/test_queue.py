@@ -144,6 +144,49 @@ def test_finished_only_when_empty_idle_and_seeded(redis_client, redis_url, key_p
     assert worker.status()["state"]["status"] == "done"
 
 
+def test_a_keep_alive_crawl_is_kept_alive_for_every_worker(redis_client, redis_url, key_prefix):
+    """A worker that is not keep-alive itself never ends a crawl that another worker made
+    keep-alive: the mode is the crawl's (``state.keep_alive``), not the caller's."""
+    keeper = open_frontier(redis_client, redis_url, key_prefix, "keeper")
+    keeper.open(fresh=False, keep_alive=True)
+    plain = open_frontier(redis_client, redis_url, key_prefix, "plain")
+    plain.set_seeding(False)
+    assert keeper.crawl_settings() == (True, 0.0)
+    assert not plain.check_finished().finished
+    assert plain.status()["state"]["status"] == "running"
+
+
+def test_the_idle_timeout_ends_a_keep_alive_crawl_after_idle_time(redis_client, redis_url, key_prefix):
+    worker = open_frontier(redis_client, redis_url, key_prefix, "w1")
+    worker.open(fresh=False, keep_alive=True, idle_timeout=0.3)
+    worker.set_seeding(False)
+    assert not worker.check_finished().finished  # idle from now on: the clock starts
+    since = redis_client.hget(worker.keys.state, "idle_since")
+    assert since is not None
+    worker.flush([(fp(1), "a", 0, b"x")])  # new work: not idle any more
+    assert redis_client.hget(worker.keys.state, "idle_since") is None
+    lease = worker.flush(pop=1).popped[0][0]
+    assert not worker.check_finished().finished  # leased: busy
+    worker.flush(acks=[lease])
+    assert not worker.check_finished().finished  # idle again: the clock restarts
+    time.sleep(0.35)  # the timeout runs on Redis's clock: nothing here to await
+    assert worker.check_finished().finished
+    assert worker.status()["state"]["ended_by"] == "idle_timeout"
+
+
+def test_a_finished_crawl_takes_no_more_pushes(redis_client, redis_url, key_prefix):
+    """Pushed into a crawl that ended they would never run: nothing is stored, the caller
+    is told (the feeder gives its entries back, a producer starts a new crawl)."""
+    worker = open_frontier(redis_client, redis_url, key_prefix, "w1")
+    worker.set_seeding(False)
+    assert worker.check_finished().finished
+    result = worker.flush([(fp(1), "a", 0, b"x")])
+    assert result.finished and result.pushed == [False]
+    assert worker.status()["stats"].get("pending", 0) == 0
+    assert worker.attach("owner") == "restarted"
+    assert worker.flush([(fp(1), "a", 0, b"x")]).pushed == [True]
+
+
 def test_a_finished_crawl_starts_afresh_and_fresh_wipes(redis_client, redis_url, key_prefix):
     first = open_frontier(redis_client, redis_url, key_prefix, "w1")
     first.flush([(fp(1), "a", 0, b"x")])

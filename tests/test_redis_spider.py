@@ -53,3 +53,68 @@ def test_urls_and_json_pushed_with_redis_cli_while_it_runs(
     client = redis.Redis.from_url(redis_url)
     assert client.llen(key) == 0
     assert client.hget(f"{fleet_settings['FLEET_KEY_PREFIX']}:{{redisfeed}}:state", "ended_by") == b"idle_timeout"
+
+
+def test_redis_key_batch_size_and_encoding_as_scrapy_redis_reads_them() -> None:
+    from scrapy.settings import Settings
+
+    from scrapy_fleet.spiders import RedisSpider
+
+    class Plain(RedisSpider):
+        name = "plain"
+
+    class Listed(RedisSpider):
+        name = "listed"
+        redis_key = ["%(name)s:urgent", "%(name)s:start_urls", "%(name)s:urgent"]
+        redis_batch_size = 5
+        redis_encoding = "latin-1"
+
+    plain = Plain()
+    plain.settings = Settings({"CONCURRENT_REQUESTS": 32})
+    assert plain.redis_keys() == ["plain:start_urls"]
+    assert plain.feed_batch_size() == 32 and plain.feed_encoding() == "utf-8"
+    plain.settings = Settings({"REDIS_START_URLS_KEY": "jobs:%(name)s",
+                               "REDIS_START_URLS_BATCH_SIZE": 7, "REDIS_ENCODING": "gbk"})
+    assert plain.redis_keys() == ["jobs:plain"]
+    assert plain.feed_batch_size() == 7 and plain.feed_encoding() == "gbk"
+    listed = Listed()
+    listed.settings = Settings()
+    assert listed.redis_keys() == ["listed:urgent", "listed:start_urls"]  # priority order
+    assert listed.feed_batch_size() == 5 and listed.feed_encoding() == "latin-1"
+    assert listed.make_request_from_data("http://x.example/é".encode("latin-1")).url \
+        == "http://x.example/%C3%A9"
+
+
+def test_a_redis_spider_is_keep_alive_unless_told_otherwise() -> None:
+    from scrapy.settings import Settings
+
+    from scrapy_fleet.spiders import RedisCrawlSpider, RedisSpider
+
+    class Idle(RedisSpider):
+        name = "idle"
+        max_idle_time = 30
+
+    settings = Settings()
+    Idle.update_settings(settings)
+    assert settings.getbool("FLEET_KEEP_ALIVE") and settings.getfloat("FLEET_IDLE_TIMEOUT") == 30
+
+    class Finite(RedisCrawlSpider):
+        name = "finite"
+        custom_settings = {"FLEET_KEEP_ALIVE": False}
+
+    settings = Settings()
+    Finite.update_settings(settings)
+    assert not settings.getbool("FLEET_KEEP_ALIVE")
+    settings = Settings()
+    settings.set("FLEET_KEEP_ALIVE", False, priority="cmdline")  # -s FLEET_KEEP_ALIVE=0
+    Idle.update_settings(settings)
+    assert not settings.getbool("FLEET_KEEP_ALIVE")
+
+
+def test_without_the_fleet_a_redis_spider_fails_clearly(tmp_path: Path, fleet_settings) -> None:
+    from conftest import scrapy, runspider_args
+
+    result = scrapy(tmp_path, *runspider_args(
+        "feedspider.py", {"ADDONS": "{}", "ITEM_PIPELINES": "{}"}))
+    assert result.returncode == 4, result.stderr[-2000:]
+    assert "reads its start requests from Redis through the fleet frontier" in result.stderr

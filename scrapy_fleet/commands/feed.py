@@ -75,7 +75,7 @@ def run_feed(spidercls: type[Spider], settings: Settings, config: FleetConfig,
         return EXIT_FATAL
     print(summary(spider.name, redact(url), report), file=out)
     for problem in report.problems:
-        print(f"  bad entry, {problem}", file=out)
+        print(f"  bad entry {problem}", file=out)
     return EXIT_BAD_ENTRIES if report.bad else 0
 
 

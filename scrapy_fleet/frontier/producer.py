@@ -81,7 +81,7 @@ class CrawlProducer:
                     report.bad += 1
                     if len(report.problems) < self.shown_problems:
                         report.problems.append(
-                            f"entry {number}: {type(exc).__name__}: {exc} ({entry[:80]!r})")
+                            f"{number}: {type(exc).__name__}: {exc} ({entry[:80]!r})")
             self._store(pushes, report)
         return report
 
@@ -100,9 +100,11 @@ class CrawlProducer:
 
 def _batches(entries: Iterable[bytes], size: int) -> Iterator[list[tuple[int, bytes]]]:
     batch: list[tuple[int, bytes]] = []
-    for number, entry in enumerate(entries, 1):
+    number = 0
+    for entry in entries:
         if not entry.strip():
             continue
+        number += 1  # counted as the report counts: blank lines are not entries
         batch.append((number, entry.strip()))
         if len(batch) >= size:
             yield batch

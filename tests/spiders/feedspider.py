@@ -1,5 +1,10 @@
 """A scrapy-redis style spider, unchanged but for its import: start URLs come from Redis.
-``FOLLOW=1`` follows every link (a crawl that keeps workers busy)."""
+``FOLLOW=1`` follows every link (a crawl that keeps workers busy). With ``KILL_ONCE_FILE``
+the first worker to meet an entry containing "kill" SIGKILLs itself while making its
+request: after taking the batch, before storing it."""
+
+import os
+import signal
 
 from scrapy_fleet.pipelines import JsonLinesPipeline
 from scrapy_fleet.spiders import RedisSpider
@@ -15,6 +20,17 @@ class FeedSpider(RedisSpider):
         "ROBOTSTXT_OBEY": False,
         "LOG_LEVEL": "INFO",
     }
+
+    def make_request_from_data(self, data):
+        marker = self.settings.get("KILL_ONCE_FILE")
+        if marker and b"kill" in data:
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+            except FileExistsError:
+                pass  # killed once already: a normal entry now
+            else:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super().make_request_from_data(data)
 
     def parse(self, response):
         yield {"url": response.url, "title": response.css("title::text").get(),
