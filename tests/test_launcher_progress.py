@@ -26,6 +26,18 @@ def test_the_line_says_the_whole_crawl():
     assert "2.0 pages/s" in progress.line(later, None, 1, progress.started + 93)
 
 
+def test_an_idle_keep_alive_crawl_says_what_it_waits_for():
+    progress = Progress(io.StringIO(), "feed", 5)
+    idle = {"stats": {"pending": 0, "leased": 0}, "workers": [{"alive": True}],
+            "state": {"keep_alive": "1"}}
+    assert progress.line(idle, None, 1, progress.started).endswith(
+        "keep-alive: waiting for new entries")
+    idle["state"]["idle_timeout"] = "30000"
+    assert progress.line(idle, None, 1, progress.started).endswith("(ends after 30 s idle)")
+    busy = {**idle, "stats": {"pending": 3, "leased": 0}}
+    assert "keep-alive" not in progress.line(busy, None, 1, progress.started)
+
+
 def test_redis_unreachable_is_said_on_the_line():
     progress = Progress(io.StringIO(), "links", 5)
     line = progress.line(None, "Connection refused", 3, progress.started)

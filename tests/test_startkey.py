@@ -118,6 +118,16 @@ def test_junk_is_dropped_and_a_wrong_type_is_reported(
     assert result.batch is not None and result.batch.entries == [b"ok"]
 
 
+def test_an_entry_too_large_to_be_a_request_is_dropped_in_redis(
+        redis_client: redis.Redis, key_prefix: str) -> None:
+    source = start_key(redis_client, key_prefix)
+    source.max_entry_bytes = 1000
+    redis_client.rpush(source.key, "a", b"x" * 1001, "b")
+    taken = source.take(10)
+    assert taken.oversize == 1
+    assert taken.batch is not None and taken.batch.entries == [b"a", b"b"]
+
+
 @pytest.mark.parametrize("entry", [b"\xff\xfe binary", b"x" * 100_000, b""])
 def test_entries_come_back_byte_for_byte(redis_client: redis.Redis, key_prefix: str,
                                           entry: bytes) -> None:

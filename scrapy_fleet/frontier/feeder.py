@@ -69,10 +69,16 @@ class StartKeyFeeder:
                 self.stats.inc_value("fleet/feed/junk", result.junk)
                 logger.warning("Dropped %d unreadable batches from %r (not written by the "
                                "fleet)", result.junk, source.feeding_key)
+            if result.oversize:
+                self.stats.inc_value("fleet/feed/bad", result.oversize)
+                logger.warning("Dropped %d entries of %r larger than FLEET_MAX_REQUEST_BYTES "
+                               "(%d bytes)", result.oversize, source.key, source.max_entry_bytes)
             self._check_kind(source.key, result.kind)
             if result.batch is not None:
                 self._enqueue_batch(result.batch)
                 return len(result.batch.entries)
+            if result.oversize:
+                return result.oversize  # taken and dropped: the key may hold more
         return 0
 
     def _enqueue_batch(self, batch: Batch) -> None:

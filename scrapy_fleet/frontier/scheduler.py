@@ -238,7 +238,8 @@ class FleetScheduler(BaseScheduler):
         frontier, settings = self.frontier, spider.settings
         sources = [
             StartKey(frontier.client, key, frontier.keys.feeding(key), self.worker_id,
-                     lease_timeout=self.config.lease_timeout, call=frontier.call)
+                     lease_timeout=self.config.lease_timeout,
+                     max_entry_bytes=self.config.max_request_bytes, call=frontier.call)
             for key in spider.redis_keys()
         ]
         kind = ("set" if settings.getbool("REDIS_START_URLS_AS_SET") else

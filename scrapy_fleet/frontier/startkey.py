@@ -63,9 +63,11 @@ end
 # back the batches whose lease ran out. A batch is stored as cmsgpack
 # {deadline ms, kind, {entries}, {scores}} (cmsgpack: entries are bytes, maybe not UTF-8).
 # KEYS[1] start key  KEYS[2] feeding HASH
-# ARGV[1] n  ARGV[2] field for this batch  ARGV[3] lease ms  ARGV[4..] fields to acknowledge
+# ARGV[1] n  ARGV[2] field for this batch  ARGV[3] lease ms  ARGV[4] max entry bytes
+# ARGV[5..] fields to acknowledge
 # Returns {kind ("list", "set", "zset", "none" or another type: not taken from),
-#          {entries}, entries put back from expired batches, junk batches dropped}
+#          {entries}, entries put back from expired batches, junk batches dropped,
+#          entries dropped for being over the size limit (never sent to the worker)}
 TAKE = PUT_BACK + r"""
 local function now_ms()
   local t = redis.call('TIME')
@@ -77,7 +79,7 @@ local ftype = redis.call('TYPE', KEYS[2]).ok
 if ftype ~= 'hash' and ftype ~= 'none' then
   redis.call('DEL', KEYS[2])  -- not written by us: nothing of ours to keep
 end
-for i = 4, #ARGV do redis.call('HDEL', KEYS[2], ARGV[i]) end
+for i = 5, #ARGV do redis.call('HDEL', KEYS[2], ARGV[i]) end
 
 -- batches whose worker did not acknowledge them in time go back into the key
 local returned, junk = 0, 0
@@ -102,25 +104,36 @@ end
 
 local stype = redis.call('TYPE', KEYS[1]).ok
 
-local n = tonumber(ARGV[1])
-local entries, scores = {}, {}
+local n, limit = tonumber(ARGV[1]), tonumber(ARGV[4])
+local taken, scores = {}, {}
 if stype == 'list' then
-  entries = redis.call('LRANGE', KEYS[1], 0, n - 1)
-  if #entries > 0 then redis.call('LTRIM', KEYS[1], #entries, -1) end
+  taken = redis.call('LRANGE', KEYS[1], 0, n - 1)
+  if #taken > 0 then redis.call('LTRIM', KEYS[1], #taken, -1) end
 elseif stype == 'set' then
-  entries = redis.call('SPOP', KEYS[1], n)
+  taken = redis.call('SPOP', KEYS[1], n)
 elseif stype == 'zset' then
   local flat_z = redis.call('ZPOPMAX', KEYS[1], n)
   for i = 1, #flat_z, 2 do
-    entries[#entries + 1] = flat_z[i]
+    taken[#taken + 1] = flat_z[i]
     scores[#scores + 1] = tonumber(flat_z[i + 1])
   end
 end
+-- an entry too large to be a request is dropped here: it never reaches a worker's memory
+local entries, kept_scores, oversize = {}, {}, 0
+for i = 1, #taken do
+  if #taken[i] > limit then
+    oversize = oversize + 1
+  else
+    entries[#entries + 1] = taken[i]
+    kept_scores[#kept_scores + 1] = scores[i]
+  end
+end
+scores = kept_scores
 if #entries > 0 then
   redis.call('HSET', KEYS[2], ARGV[2],
              cmsgpack.pack({now + tonumber(ARGV[3]), stype, entries, scores}))
 end
-return {stype, entries, returned, junk}
+return {stype, entries, returned, junk, oversize}
 """
 
 # Put batches back into the start key at once (a worker stopping, or a crawl that ended
@@ -157,6 +170,7 @@ class TakeResult:
     batch: Batch | None
     returned: int = 0  # entries of expired batches put back into the key
     junk: int = 0  # unreadable batches dropped from ``feeding``
+    oversize: int = 0  # entries over ``max_entry_bytes``, dropped without being read
     acked: list[str] = field(default_factory=list)
 
 
@@ -172,6 +186,7 @@ class StartKey:
         worker_id: str,
         *,
         lease_timeout: float,
+        max_entry_bytes: int = 8 << 20,
         call: Callable[..., Any] | None = None,
     ) -> None:
         self.client = client
@@ -179,6 +194,7 @@ class StartKey:
         self.feeding_key = feeding_key
         self.worker_id = worker_id
         self.lease_ms = int(lease_timeout * 1000)
+        self.max_entry_bytes = max_entry_bytes
         self._call = call or (lambda operation, what, wait=True: operation())
         self._take = client.register_script(TAKE)
         self._give_back = client.register_script(GIVE_BACK)
@@ -189,14 +205,15 @@ class StartKey:
         ``n`` entries as a new batch."""
         self._batches += 1
         name = f"{self.worker_id} {self._batches}"
-        kind, entries, returned, junk = self._call(
+        kind, entries, returned, junk, oversize = self._call(
             lambda: self._take(keys=[self.key, self.feeding_key],
-                               args=[n, name, self.lease_ms, *acks], client=self.client),
+                               args=[n, name, self.lease_ms, self.max_entry_bytes, *acks],
+                               client=self.client),
             f"take start URLs from {self.key!r}", wait=wait,
         )
         kind = kind.decode() if isinstance(kind, bytes) else str(kind)
         batch = Batch(self.key, name, list(entries)) if entries else None
-        return TakeResult(kind, batch, int(returned), int(junk), list(acks))
+        return TakeResult(kind, batch, int(returned), int(junk), int(oversize), list(acks))
 
     def ack(self, fields: Sequence[str], *, wait: bool = True) -> None:
         if fields:

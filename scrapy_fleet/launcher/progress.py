@@ -10,7 +10,7 @@ import time
 from collections import deque
 from typing import IO, Any
 
-from scrapy_fleet.launcher.formatting import duration
+from scrapy_fleet.launcher.formatting import duration, number
 
 RATE_WINDOW = 10.0  # s over which pages/s is measured
 
@@ -57,12 +57,20 @@ class Progress:
         # pages/s from requests completed (acked, live); the pages counter itself
         # reaches Redis with each worker heartbeat, so it moves in steps
         per_s = self.rate(now, s.get("acked", 0) + s.get("invalid", 0))
-        return (
+        line = (
             f"[{self.spider}] {elapsed}  pages {s.get('pages', 0)}  "
             f"items {s.get('items', 0)}  errors {s.get('errors', 0)}  "
             f"{per_s:.1f} pages/s  pending {s.get('pending', 0)}  "
             f"leased {s.get('leased', 0)}  workers {alive} alive ({local} here)"
         )
+        state = status.get("state", {})
+        if state.get("keep_alive") == "1" and not s.get("pending") and not s.get("leased"):
+            # an empty queue ends nothing here: say what the workers wait for
+            line += "  keep-alive: waiting for new entries"
+            timeout = number(state.get("idle_timeout")) / 1000
+            if timeout > 0:
+                line += f" (ends after {timeout:g} s idle)"
+        return line
 
     def show(self, status: dict[str, Any] | None, status_error: str | None, local: int,
              now: float) -> None:
