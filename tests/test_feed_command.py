@@ -81,10 +81,12 @@ def test_feed_a_running_fleet_and_a_worker_killed_mid_feed_loses_nothing(
     key = f"{key_prefix}:redisfeed:start_urls"
     entries = [f"{site.url}/page/{n}" for n in range(30, 60) if n != 45]
     entries.insert(7, json.dumps({"url": f"{site.url}/page/45", "meta": {"kill": 1}}))
+    entries.insert(3, "not a url")
     redis_cli(redis_url, "RPUSH", key, *entries)
     assert fleet.wait() == 0, fleet.text  # ended by its idle timeout
     assert re.search(r"worker \d \(pid \d+\) died with signal 9 \(SIGKILL\); restarting", fleet.text), fleet.text
     assert (tmp_path / "killed").exists()
+    assert "bad start entries 1 (see the worker logs)" in fleet.text
     assert set(site.page_fetches()) == {f"/page/{n}" for n in range(60)}, "an entry was lost"
     items = read_items(tmp_path / "out" / "%(name)s.jsonl", "redisfeed")
     assert sorted(i["url"] for i in items) == sorted(f"{site.url}/page/{n}" for n in range(60))

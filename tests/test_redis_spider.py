@@ -52,7 +52,9 @@ def test_urls_and_json_pushed_with_redis_cli_while_it_runs(
     assert "Skipped a bad entry" in worker.text
     client = redis.Redis.from_url(redis_url)
     assert client.llen(key) == 0
-    assert client.hget(f"{fleet_settings['FLEET_KEY_PREFIX']}:{{redisfeed}}:state", "ended_by") == b"idle_timeout"
+    crawl = f"{fleet_settings['FLEET_KEY_PREFIX']}:{{redisfeed}}"
+    assert client.hget(f"{crawl}:state", "ended_by") == b"idle_timeout"
+    assert client.hget(f"{crawl}:stats", "feed_bad") == b"3"  # counted with the batch's pushes
 
 
 def test_redis_key_batch_size_and_encoding_as_scrapy_redis_reads_them() -> None:

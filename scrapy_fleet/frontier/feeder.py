@@ -47,6 +47,8 @@ class StartKeyFeeder:
         self.batch_size = batch_size
         self.expected_kind = expected_kind  # what REDIS_START_URLS_AS_SET/_AS_ZSET say
         self._unflushed: list[Batch] = []  # requests enqueued, not yet stored in Redis
+        self._unflushed_bad = 0  # bad entries of those batches: counted in Redis with them
+        self._bad_in_batch = 0
         self._to_ack: dict[str, list[str]] = {}  # start key -> batches stored
         self._bad_logged = 0
         self._warned: dict[str, float] = {}
@@ -83,6 +85,7 @@ class StartKeyFeeder:
 
     def _enqueue_batch(self, batch: Batch) -> None:
         self.stats.inc_value("fleet/feed/entries", len(batch.entries))
+        self._bad_in_batch = 0
         for entry in batch.entries:
             try:
                 requests = as_requests(self.make_requests(entry))
@@ -101,9 +104,11 @@ class StartKeyFeeder:
                     self.stats.inc_value("fleet/feed/requests")
         # only now: a flush that happened mid-batch did not carry all of its requests
         self._unflushed.append(batch)
+        self._unflushed_bad += self._bad_in_batch
 
     def _bad(self, key: str, entry: bytes, exc: Exception) -> None:
         self.stats.inc_value("fleet/feed/bad")
+        self._bad_in_batch += 1
         if self._bad_logged < _BAD_LOGGED:
             self._bad_logged += 1
             logger.warning("Skipped a bad entry from %r (%s: %s): %r", key,
@@ -128,14 +133,21 @@ class StartKeyFeeder:
 
     # --- what the scheduler's flush tells us ----------------------------------------
 
-    def unflushed(self) -> list[Batch]:
-        """The batches whose requests are all in the push buffer: stored by the flush
-        about to be sent (hand them to :meth:`stored`, or back to :meth:`restore`)."""
-        batches, self._unflushed = self._unflushed, []
-        return batches
+    def unflushed(self) -> tuple[list[Batch], int]:
+        """The batches whose requests are all in the push buffer, and how many of their
+        entries were bad: stored (and counted) by the flush about to be sent. Hand them to
+        :meth:`stored`, or back to :meth:`restore`."""
+        batches, bad = self._unflushed, self._unflushed_bad
+        self._unflushed, self._unflushed_bad = [], 0
+        return batches, bad
 
-    def restore(self, batches: list[Batch]) -> None:
+    def holds_batches(self) -> bool:
+        """Whether batches wait for a flush (one of only bad entries has no push)."""
+        return bool(self._unflushed)
+
+    def restore(self, batches: list[Batch], bad: int) -> None:
         self._unflushed[:0] = batches
+        self._unflushed_bad += bad
 
     def stored(self, batches: list[Batch]) -> None:
         for batch in batches:

@@ -82,7 +82,6 @@ TOTALS = {
     "item_scraped_count": "items",
     "log_count/ERROR": "errors",
     "downloader/exception_count": "download_errors",
-    "fleet/feed/bad": "feed_bad",
 }
 
 
@@ -383,18 +382,18 @@ class FleetScheduler(BaseScheduler):
         pushes, requests = self._pushes, self._push_requests
         acks, invalid = self._acks, self._invalid
         self._pushes, self._push_requests, self._acks, self._invalid = [], [], [], []
-        batches = self.feeder.unflushed() if self.feeder is not None else []
+        batches, bad = self.feeder.unflushed() if self.feeder is not None else ([], 0)
         try:
             result = self.frontier.flush(
                 pushes, acks, invalid, pop=pop, held=self._held | {i for i, _ in self._buffer},
-                wait=wait,
+                wait=wait, feed_bad=bad,
             )
         except BaseException:
             # keep everything for the next attempt (or for the lease timeout to recover)
             self._pushes, self._push_requests = pushes + self._pushes, requests + self._push_requests
             self._acks, self._invalid = acks + self._acks, invalid + self._invalid
             if self.feeder is not None:
-                self.feeder.restore(batches)
+                self.feeder.restore(batches, bad)
             raise
         if result.finished:
             # the crawl ended (a keep-alive crawl's idle timeout) before these were stored
@@ -512,7 +511,8 @@ class FleetScheduler(BaseScheduler):
             self._send_seed_end()
         if not self._buffer and not self._held:
             self._maybe_feed()  # an idle worker looks for new start entries
-        if self._pushes or self._acks or self._invalid:
+        if self._pushes or self._acks or self._invalid or (
+                self.feeder is not None and self.feeder.holds_batches()):
             self._flush()
         if now - self._last_beat >= self.config.heartbeat_interval:
             self.frontier.heartbeat(wait=False)

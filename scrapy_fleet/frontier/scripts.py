@@ -213,7 +213,9 @@ end
 # KEYS[12] state
 # ARGV[3] crawl id  ARGV[4] pushes P  ARGV[5] acks A  ARGV[6] invalid I  ARGV[7] pop n
 # ARGV[8] default delay ms  ARGV[9] worker id
-# ARGV[10..] P groups of 4 (fingerprint ("" = dont_filter), slot, priority, payload),
+# ARGV[10] start entries found bad since the last flush (counted with the pushes of the
+#          same batches, so the count is exact: a batch never stored is counted again)
+# ARGV[11..] P groups of 4 (fingerprint ("" = dont_filter), slot, priority, payload),
 #            then A acked ids, then I ids of entries the worker could not decode.
 # Returns {"ok", {1 enqueued / 0 duplicate per push}, {id1, payload1, ...},
 #          ms until the first delayed slot comes due (-1: none), ids found lost,
@@ -228,8 +230,10 @@ if state[2] == 'done' and tonumber(ARGV[4]) > 0 then return {'done'} end
 check_gauges()
 local now = now_ms()
 local P, A, I, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local base = 10
+local base = 11
 local pushed = {}
+local bad = tonumber(ARGV[10])
+if bad > 0 then incr(K.stats, 'feed_bad', bad) end
 
 -- 1. push: one SMISMEMBER for the batch; `seen` also catches repeats within the batch
 if P > 0 then

@@ -30,6 +30,8 @@ def summary(spider: str, why: str, status: dict[str, Any] | None, status_error: 
             f"(+{s.get('duplicate', 0)} duplicates dropped)  reclaimed {s.get('reclaimed', 0)}  "
             f"requeued {s.get('requeued', 0)}  pending {s.get('pending', 0)}  "
             f"leased {s.get('leased', 0)}"
+            + (f"  bad start entries {s['feed_bad']} (see the worker logs)"
+               if s.get("feed_bad") else "")
         )
         state = status["state"]
         crawl_time = ""
