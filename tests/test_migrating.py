@@ -33,8 +33,6 @@ from conftest import REPO, WAIT, Fleet, scrapy, scrapy_args, wait_for
 from local_site import HTML, LinkedSite, LocalServer, LocalSite, send
 from test_redis_spider import redis_cli
 
-pytestmark = pytest.mark.slow
-
 DOCS = REPO / "docs" / "migrating.md"
 SPIDERS = REPO / "fleet_examples" / "spiders"
 
@@ -161,6 +159,7 @@ def run_settings(tmp_path: Path, db: Database, key_prefix: str) -> dict[str, obj
 # --- the tests ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_myspider_redis_crawls_what_redis_cli_and_fleet_feed_push_once_each(
         tmp_path: Path, serve, database, key_prefix: str) -> None:
     site = serve(Site(10))
@@ -210,6 +209,7 @@ def test_myspider_redis_crawls_what_redis_cli_and_fleet_feed_push_once_each(
     assert re.search(r"keep-alive: waiting for new entries \(ends after 2 s idle\)", fleet.text), fleet.text
 
 
+@pytest.mark.slow
 def test_mycrawler_redis_follows_its_rules_through_the_whole_site(
         tmp_path: Path, serve, database, key_prefix: str) -> None:
     offsite = serve(Offsite())
@@ -232,3 +232,24 @@ def test_mycrawler_redis_follows_its_rules_through_the_whole_site(
     assert Counter(i["url"] for i in items) == Counter(f"{site.url}/page/{n}" for n in range(1, 15))
     assert all(i["name"] == f"page {i['url'].rsplit('/', 1)[1]}" for i in items), items
     assert db.client.hget(f"{key_prefix}:{{mycrawler_redis}}:state", "ended_by") == b"idle_timeout"
+
+
+def diff_blocks(text: str) -> list[list[str]]:
+    return [block.split("\n") for block in re.findall(r"```diff\n(.*?)```", text, re.S)]
+
+
+@pytest.mark.parametrize("spider", ["myspider_redis", "mycrawler_redis"])
+def test_the_docs_show_each_spider_as_it_is_and_what_changed(spider: str) -> None:
+    """docs/migrating.md lists each spider as a diff against scrapy-redis's: its "after"
+    side is the file in fleet_examples, and only the import and allowed_domains change."""
+    code = (SPIDERS / f"{spider}.py").read_text("utf-8")
+    [block] = [b for b in diff_blocks(DOCS.read_text("utf-8")) if f'name = "{spider}"' in "\n".join(b)]
+    after = "".join(line[1:] + "\n" for line in block if line[:1] in (" ", "+"))
+    assert after == code
+    changed = [line[0] + line[1:].strip() for line in block if line[:1] in ("-", "+")]
+    assert [line for line in changed if "import" in line] == [
+        f"-from scrapy_redis.spiders import {'RedisCrawlSpider' if 'crawler' in spider else 'RedisSpider'}",
+        f"+from scrapy_fleet.spiders import {'RedisCrawlSpider' if 'crawler' in spider else 'RedisSpider'}"]
+    assert [line for line in changed if "import" not in line] == [
+        '-self.allowed_domains = filter(None, domain.split(","))',
+        '+self.allowed_domains = list(filter(None, domain.split(",")))']
