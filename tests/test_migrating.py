@@ -13,12 +13,15 @@ it last had work, so each crawl is given its first request with ``scrapy fleet f
 that first request is a page that answers only when the test opens a gate: while a
 worker waits for it, a request is leased and the crawl cannot go idle, however slowly
 the test pushes the rest.
+
+The last test keeps the docs' listings of the two spiders equal to the files.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import signal
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -131,6 +134,23 @@ class Offsite(LocalSite):
 # --- running the example project ----------------------------------------------------------
 
 
+@pytest.fixture
+def fleet() -> Iterator[Callable[..., Fleet]]:
+    """``fleet(SPIDER, ARGS...)``: ``scrapy fleet`` from the repository root; one still
+    running when the test ends (it failed) is stopped as Ctrl-C stops it."""
+    started: list[Fleet] = []
+
+    def start(*args: str) -> Fleet:
+        started.append(Fleet(REPO, list(args)))
+        return started[-1]
+
+    yield start
+    for running in started:
+        if running.proc.poll() is None:
+            running.proc.send_signal(signal.SIGINT)
+            running.finish()
+
+
 def output_items(path: Path) -> list[dict]:
     """The complete lines of a JSON-lines output, read while workers may be writing it."""
     if not path.exists():
@@ -161,7 +181,7 @@ def run_settings(tmp_path: Path, db: Database, key_prefix: str) -> dict[str, obj
 
 @pytest.mark.slow
 def test_myspider_redis_crawls_what_redis_cli_and_fleet_feed_push_once_each(
-        tmp_path: Path, serve, database, key_prefix: str) -> None:
+        tmp_path: Path, database, fleet, serve, key_prefix: str) -> None:
     site = serve(Site(10))
     db = database(11)
     run = run_settings(tmp_path, db, key_prefix)
@@ -171,7 +191,7 @@ def test_myspider_redis_crawls_what_redis_cli_and_fleet_feed_push_once_each(
     # the crawl does not exist yet: the gate waits in a new one for the fleet
     report = feed("myspider_redis", run, json.dumps(gate))
     assert "Fed 1 entry into a new crawl of 'myspider_redis'" in report, report
-    fleet = Fleet(REPO, ["myspider_redis", "-n", "2", *scrapy_args(run)])
+    workers = fleet("myspider_redis", "-n", "2", *scrapy_args(run))
     wait_for(lambda: site.counts()["/gate"], what="a worker waiting for the gate")
 
     # scrapy-redis's producers: plain URLs and JSON objects into myspider:start_urls
@@ -196,7 +216,7 @@ def test_myspider_redis_crawls_what_redis_cli_and_fleet_feed_push_once_each(
              what="an item for every pushed page")
 
     site.gate.set()  # now the crawl may go idle: it ends FLEET_IDLE_TIMEOUT later
-    assert fleet.wait() == 0, fleet.text
+    assert workers.wait() == 0, workers.text
     items = output_items(tmp_path / "output" / "myspider_redis.jsonl")
     assert Counter(i["url"] for i in items) == Counter(expected | {gate["url"]}), items
     assert {i["url"]: i["name"] for i in items}[page(3)] == "page 3"
@@ -206,12 +226,12 @@ def test_myspider_redis_crawls_what_redis_cli_and_fleet_feed_push_once_each(
     assert db.client.exists("myspider:start_urls") == 0
     assert db.client.exists(f"{key_prefix}:feeding:{{myspider:start_urls}}") == 0
     assert db.client.hget(f"{key_prefix}:{{myspider_redis}}:state", "ended_by") == b"idle_timeout"
-    assert re.search(r"keep-alive: waiting for new entries \(ends after 2 s idle\)", fleet.text), fleet.text
+    assert re.search(r"keep-alive: waiting for new entries \(ends after 2 s idle\)", workers.text), workers.text
 
 
 @pytest.mark.slow
 def test_mycrawler_redis_follows_its_rules_through_the_whole_site(
-        tmp_path: Path, serve, database, key_prefix: str) -> None:
+        tmp_path: Path, database, fleet, serve, key_prefix: str) -> None:
     offsite = serve(Offsite())
     site = serve(Site(15, offsite=f"{offsite.url}/away"))
     db = database(12)
@@ -220,8 +240,8 @@ def test_mycrawler_redis_follows_its_rules_through_the_whole_site(
 
     report = feed("mycrawler_redis", run, f"{site.url}/page/0", args=domain)
     assert "Fed 1 entry into a new crawl of 'mycrawler_redis'" in report, report
-    fleet = Fleet(REPO, ["mycrawler_redis", "-n", "2", *scrapy_args(run, domain)])
-    assert fleet.wait() == 0, fleet.text  # the whole site, then FLEET_IDLE_TIMEOUT idle
+    workers = fleet("mycrawler_redis", "-n", "2", *scrapy_args(run, domain))
+    assert workers.wait() == 0, workers.text  # the whole site, then FLEET_IDLE_TIMEOUT idle
 
     assert site.counts() == Counter({f"/page/{n}": 1 for n in range(15)}), site.counts()
     assert offsite.hits == []  # allowed_domains = ["127.0.0.1"] kept 127.0.0.2 out
