@@ -19,9 +19,10 @@ from conftest import REPO, WAIT, scrapy, scrapy_env
 PLUGIN = REPO / "scrapy_fleet"
 EXAMPLE = REPO / "fleet_examples"
 
-# what the example may import of the plugin: its public API for spiders (settings name
-# the add-on and the pipeline by path, as any project does)
-PUBLIC = {"scrapy_fleet.api"}
+# what the example may import of the plugin: its public API for spiders and the spider base
+# classes (RedisSpider, RedisCrawlSpider: scrapy-redis's, imported as a project imports
+# them; settings name the add-on and the pipeline by path, as any project does)
+PUBLIC = {"scrapy_fleet.api", "scrapy_fleet.spiders"}
 
 _IMPORT_ALL = r"""
 import importlib, importlib.util, json, sys
@@ -66,6 +67,7 @@ def test_the_example_uses_only_the_plugins_public_api():
                 if name.split(".")[0] == "scrapy_fleet":
                     used.setdefault(name, set()).add(path.name)
     assert "scrapy_fleet.api" in used  # alexa asks whether it is on the fleet
+    assert "scrapy_fleet.spiders" in used  # myspider_redis, mycrawler_redis
     assert set(used) <= PUBLIC, used
 
 

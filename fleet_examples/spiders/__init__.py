@@ -1,1 +1,3 @@
-"""The example spiders: ``alexa`` (a top-sites list) and ``maoyan`` (the Maoyan TOP100 board)."""
+"""The example spiders: ``alexa`` (a top-sites list), ``maoyan`` (the Maoyan TOP100 board),
+and scrapy-redis's example spiders ``myspider_redis`` and ``mycrawler_redis``, moved to the
+fleet by their import line (docs/migrating.md)."""
