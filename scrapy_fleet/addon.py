@@ -21,10 +21,34 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
 
+SCHEDULER = "scrapy_fleet.frontier.scheduler.FleetScheduler"
+DUPEFILTER = "scrapy_fleet.frontier.dupefilter.FleetDupeFilter"
+
+
 def check_settings(settings: BaseSettings) -> None:
     """Read every FLEET_* setting once; a ConfigError names the first bad one."""
     FleetConfig.from_settings(settings)
     PolitenessConfig.from_settings(settings)
+    check_components(settings)
+
+
+def check_components(settings: BaseSettings) -> None:
+    """scrapy-redis's SCHEDULER or DUPEFILTER_CLASS left in settings.py wins over the
+    add-on's (Scrapy applies add-ons below the project's settings) and the crawl would die
+    in a traceback; its STATS_CLASS would make the workers' counts add up once per worker
+    in the crawl's totals. Name the line to remove instead. (Scrapy's own scheduler set
+    on purpose, to run a project without the fleet, is left alone.)"""
+    for name in ("SCHEDULER", "DUPEFILTER_CLASS", "STATS_CLASS"):
+        value = settings.get(name)
+        path = f"{value.__module__}.{value.__qualname__}" if isinstance(value, type) else str(value or "")
+        if not path.startswith("scrapy_redis."):
+            continue
+        why = ("its workers share one stats hash, and the fleet adds each worker's stats to "
+               "the crawl's totals, so they would count once per worker"
+               if name == "STATS_CLASS" else
+               "it wins over the one the fleet add-on sets, and the crawl could not start")
+        raise ConfigError(f"{name} = {path!r} is left from scrapy-redis: {why}. "
+                          "Remove that line (docs/migrating.md)")
 
 
 def apply_secret_settings(settings: BaseSettings) -> None:
@@ -55,8 +79,8 @@ class FleetAddon:
                 # (exit status 1), as the scheduler does when Redis is unreachable.
                 raise SystemExit(f"scrapy-fleet: {exc}") from None
             raise  # CrawlerRunner (non-asyncio reactor): counted as a failed bootstrap, exit 1
-        settings.set("SCHEDULER", "scrapy_fleet.frontier.scheduler.FleetScheduler", "addon")
-        settings.set("DUPEFILTER_CLASS", "scrapy_fleet.frontier.dupefilter.FleetDupeFilter", "addon")
+        settings.set("SCHEDULER", SCHEDULER, "addon")
+        settings.set("DUPEFILTER_CLASS", DUPEFILTER, "addon")
         # Our components, with Scrapy's helpers for component priority dictionaries: a
         # project or spider that lists one already (at another order, or None to turn it
         # off) keeps its choice, and no setting's priority changes.

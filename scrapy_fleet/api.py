@@ -1,5 +1,7 @@
 """What a project's spiders may ask of scrapy-fleet (documented in the README).
 
+Also public: the base classes in ``scrapy_fleet.spiders`` (``RedisSpider``,
+``RedisCrawlSpider``), the add-on, the pipelines and ``scrapy_fleet.errors.exit_status``.
 The rest of the package (the frontier's scheduler, queue, scripts...) is internal: a
 spider that imports it breaks when it changes. Add here what spiders need instead.
 """

@@ -60,7 +60,11 @@ class FleetConfig:
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> FleetConfig:
-        url = settings.get("REDIS_URL") or os.environ.get("REDIS_URL") or _host_port_url(settings)
+        url = settings.get("REDIS_URL") or os.environ.get("REDIS_URL")
+        if url and settings.get("REDIS_DB") not in (None, ""):
+            raise ConfigError("REDIS_DB is set next to REDIS_URL, which names the database "
+                              "itself: put it in the URL (redis://host:6379/2) and remove REDIS_DB")
+        url = url or _host_port_url(settings)
         config = cls(
             redis_url=url,
             data_dir=settings.get("FLEET_DATA_DIR", cls.data_dir),
@@ -146,6 +150,11 @@ def _host_port_url(settings: BaseSettings) -> str | None:
     """scrapy-redis's REDIS_HOST / REDIS_PORT / REDIS_DB, when REDIS_URL is not set."""
     host, port, db = (settings.get(n) for n in ("REDIS_HOST", "REDIS_PORT", "REDIS_DB"))
     if not (host or port):
+        if db not in (None, ""):
+            # scrapy-redis would use localhost:6379; we would use the embedded server:
+            # rather than guess, say where the database number goes
+            raise ConfigError("REDIS_DB is set without REDIS_HOST/REDIS_PORT: name the server "
+                              "with REDIS_URL, the database in it (redis://host:6379/2)")
         return None
     host = str(host or "localhost")
     if ":" in host and not host.startswith("["):

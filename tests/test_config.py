@@ -37,8 +37,25 @@ def test_scrapy_redis_names_for_the_redis_server_and_the_idle_timeout():
                      "FLEET_IDLE_TIMEOUT": "5", "MAX_IDLE_TIME_BEFORE_CLOSE": "30"})
     config = FleetConfig.from_settings(both)
     assert (config.redis_url, config.idle_timeout) == ("redis://main:6379/1", 5.0)  # ours win
+    with pytest.raises(ConfigError, match="REDIS_DB is set without REDIS_HOST/REDIS_PORT"):
+        FleetConfig.from_settings(Settings({"REDIS_DB": "3"}))
+    with pytest.raises(ConfigError, match="REDIS_DB is set next to REDIS_URL"):
+        FleetConfig.from_settings(Settings({"REDIS_URL": "redis://h:6379", "REDIS_DB": "3"}))
     with pytest.raises(ConfigError, match="MAX_IDLE_TIME_BEFORE_CLOSE must be a number"):
         FleetConfig.from_settings(Settings({"MAX_IDLE_TIME_BEFORE_CLOSE": "soon"}))
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SCHEDULER", "scrapy_redis.scheduler.Scheduler"),
+    ("DUPEFILTER_CLASS", "scrapy_redis.dupefilter.RFPDupeFilter"),
+    ("STATS_CLASS", "scrapy_redis.stats.RedisStatsCollector"),
+])
+def test_scrapy_redis_components_left_in_the_settings_are_named(name, value):
+    from scrapy_fleet.addon import check_settings
+
+    with pytest.raises(ConfigError, match=f"{name} = '{value}' is left from scrapy-redis"):
+        check_settings(Settings({name: value}))
+    check_settings(Settings({"SCHEDULER": "scrapy.core.scheduler.Scheduler"}))  # on purpose: fine
 
 
 def test_values_from_the_command_line_are_strings():

@@ -49,6 +49,8 @@ def test_the_command_is_registered_through_the_entry_point(tmp_path):
         (["feed", "nosuchspider", "http://a.example/"], "Spider not found: nosuchspider"),
         (["links", "-f", "urls.txt"], "-f goes with feed"),
         (["links", "-s", "FLEET_IDLE_TIMEOUT=-1"], "FLEET_IDLE_TIMEOUT must be at least 0"),
+        (["links", "-s", "SCHEDULER=scrapy_redis.scheduler.Scheduler"],
+         "SCHEDULER = 'scrapy_redis.scheduler.Scheduler' is left from scrapy-redis"),
     ],
 )
 @pytest.mark.slow

@@ -120,3 +120,22 @@ def test_without_the_fleet_a_redis_spider_fails_clearly(tmp_path: Path, fleet_se
         "feedspider.py", {"ADDONS": "{}", "ITEM_PIPELINES": "{}"}))
     assert result.returncode == 4, result.stderr[-2000:]
     assert "reads its start requests from Redis through the fleet frontier" in result.stderr
+
+
+def test_seeds_of_an_overridden_start_requests_are_fed_too(
+        tmp_path: Path, serve, fleet_settings: dict[str, str]) -> None:
+    """A scrapy-redis spider that overrides start_requests() to add seeds of its own gets
+    them crawled next to the key's entries (scrapy-redis's start_requests read the key)."""
+    site = serve(LinkedSite(5))
+    spider = tmp_path / "seeded.py"
+    spider.write_text(
+        "import scrapy\n"
+        "from spiders.feedspider import FeedSpider\n\n"
+        "class Seeded(FeedSpider):\n"
+        "    name = 'seeded'\n"
+        "    def start_requests(self):\n"
+        f"        yield scrapy.Request('{site.url}/page/3')\n")
+    worker = runspider(tmp_path, spider, feed_settings(tmp_path, fleet_settings,
+                                                       FLEET_KEEP_ALIVE=0))
+    assert worker.finish() == 0, worker.text
+    assert set(site.page_fetches()) == {"/page/3"}

@@ -102,6 +102,12 @@ class RedisMixin:
             self.__dict__["_fleet_server"] = client
         return client
 
+    def start_requests(self) -> Iterable[Any]:
+        """Nothing: the scheduler reads ``redis_key`` (scrapy-redis's read it here). A
+        subclass that overrides it, as scrapy-redis spiders do to add seeds of their own,
+        has its requests fed too."""
+        return ()
+
     async def start(self) -> AsyncIterator[Any]:
         # start_urls are not read, as in scrapy-redis: the start requests come from Redis,
         # fed by every worker's FleetScheduler
@@ -114,8 +120,8 @@ class RedisMixin:
                 f"{type(self).__name__} reads its start requests from Redis through the "
                 "fleet frontier; enable it with ADDONS = {'scrapy_fleet.addon.FleetAddon': 0}"
             )
-        return
-        yield  # an async generator that yields nothing
+        for item_or_request in self.start_requests():
+            yield item_or_request
 
 
 class RedisSpider(RedisMixin, Spider):
