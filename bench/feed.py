@@ -9,10 +9,10 @@ all distinct, over ``--hosts`` hosts; nothing is fetched) RPUSHed into the spide
 ``redis_key`` before the clock starts. What is timed, until the list is empty:
 
 - scrapy-fleet: a real ``FleetScheduler`` opened on a ``scrapy_fleet.spiders.RedisSpider``
-  subclass, driven as the scheduler drives it, minus the reactor: ``feeder.feed()`` (the
-  TAKE script: acknowledge the batches stored so far, move the next batch from the key
+  subclass, driven as the scheduler drives it, minus the reactor: ``scheduler._feed_batch()``
+  (the TAKE script: acknowledge the batches stored so far, move the next batch from the key
   into the leased ``feeding`` hash; then ``make_request_from_data`` and ``enqueue_request``
-  of every entry, which flushes every 64 pushes), then ``scheduler._flush()`` (the FLUSH
+  of every entry, buffered for one flush), then ``scheduler._flush()`` (the FLUSH
   script: dedupe + store the batch's requests, which marks the batch stored). The loop ends
   with the TAKE that finds the key empty and carries the last acknowledgement. So every
   entry ends as a stored, deduplicated request in the frontier, and its batch is
@@ -228,7 +228,7 @@ def run_fleet(url: str, admin: redis.Redis, transport: str, entries: list[bytes]
     def work() -> int:
         taken = 0
         while True:
-            got = feeder.feed()  # acks the stored batches, takes the next one, enqueues it
+            got = scheduler._feed_batch()  # acks the stored batches, takes and enqueues the next
             scheduler._flush()  # stores what is still buffered: the batch is now stored
             if not got:
                 return taken

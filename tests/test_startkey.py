@@ -40,6 +40,7 @@ def test_list_taken_from_the_head_like_scrapy_redis(redis_client: redis.Redis, k
     second = source.take(5, acks=[first.batch.field])
     assert second.batch is not None and second.batch.entries == [b"a"]
     assert redis_client.hkeys(source.feeding_key) == [second.batch.field.encode()]
+    assert second.batch.field.endswith(" w1 2")  # "<lease end ms> <worker> <n>"
     empty = source.take(5, acks=[second.batch.field])
     assert empty.batch is None and empty.kind == "none"
     assert redis_client.exists(source.feeding_key) == 0
@@ -104,12 +105,16 @@ def test_junk_is_dropped_and_a_wrong_type_is_reported(
         redis_client: redis.Redis, key_prefix: str) -> None:
     source = start_key(redis_client, key_prefix)
     redis_client.hset(source.feeding_key, mapping={
-        "forged": b"\xc1not msgpack", "table": msgpack.packb([1, "list", "not a table"]),
+        "forged": b"\xc1not msgpack",  # a name without a deadline
+        "1 w 1": b"\xc1not msgpack",  # expired, not a batch
+        "2 w 2": msgpack.packb([1, "list", "not a table"]),
+        "99999999999999 w 3": b"\xc1",  # not due yet: left alone until it is
     })
     redis_client.set(source.key, "a string, not a queue")
     result = source.take(5)
     assert result.kind == "string" and result.batch is None
-    assert result.junk == 2
+    assert result.junk == 3
+    assert redis_client.hkeys(source.feeding_key) == [b"99999999999999 w 3"]
     assert redis_client.get(source.key) == b"a string, not a queue"  # left for its owner
     redis_client.delete(source.key)
     redis_client.set(source.feeding_key, "junk")  # the feeding key itself overwritten

@@ -86,6 +86,7 @@ class StartKeyFeeder:
     def _enqueue_batch(self, batch: Batch) -> None:
         self.stats.inc_value("fleet/feed/entries", len(batch.entries))
         self._bad_in_batch = 0
+        made = 0
         for entry in batch.entries:
             try:
                 requests = as_requests(self.make_requests(entry))
@@ -101,7 +102,8 @@ class StartKeyFeeder:
                 except Exception as exc:  # noqa: BLE001 - e.g. it cannot be stored
                     self._bad(batch.key, entry, exc)
                 else:
-                    self.stats.inc_value("fleet/feed/requests")
+                    made += 1
+        self.stats.inc_value("fleet/feed/requests", made)
         # only now: a flush that happened mid-batch did not carry all of its requests
         self._unflushed.append(batch)
         self._unflushed_bad += self._bad_in_batch

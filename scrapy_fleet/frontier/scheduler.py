@@ -144,6 +144,7 @@ class FleetScheduler(BaseScheduler):
         self.feeder: StartKeyFeeder | None = None  # a RedisSpider's start keys
         self._pending: int | None = None  # requests queued crawl-wide, as of the last flush
         self._feed_after = 0.0  # the start keys were empty: no take before this (monotonic)
+        self._holding_pushes = False  # a start batch is being enqueued: one flush after it
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -308,7 +309,7 @@ class FleetScheduler(BaseScheduler):
         fingerprint = b"" if request.dont_filter else self.df.fingerprint(request)
         self._pushes.append((fingerprint, slot_of(request, self.crawler), int(request.priority), blob))
         self._push_requests.append(request)
-        if len(self._pushes) >= _PUSH_BUFFER_LIMIT:
+        if len(self._pushes) >= _PUSH_BUFFER_LIMIT and not self._holding_pushes:
             self._guarded(self._flush)
         return True
 
@@ -363,8 +364,18 @@ class FleetScheduler(BaseScheduler):
         low = max(self.concurrent_requests, self.feeder.batch_size)
         if now < self._feed_after or (self._pending is not None and self._pending >= low):
             return
-        if not self.feeder.feed():
+        if not self._feed_batch():
             self._feed_after = now + self.config.poll_interval
+
+    def _feed_batch(self) -> int:
+        """One batch from the start keys into the push buffer; entries taken."""
+        assert self.feeder is not None
+        # a batch is enqueued in one go: its pushes leave in one flush, not one per 64
+        self._holding_pushes = True
+        try:
+            return self.feeder.feed()
+        finally:
+            self._holding_pushes = False
 
     def _wake_later(self, seconds: float) -> None:
         from twisted.internet import reactor

@@ -60,14 +60,17 @@ end
 """
 
 # Take up to n entries from the start key, after acknowledging earlier batches and putting
-# back the batches whose lease ran out. A batch is stored as cmsgpack
-# {deadline ms, kind, {entries}, {scores}} (cmsgpack: entries are bytes, maybe not UTF-8).
+# back the batches whose lease ran out. A batch is the field "<lease end ms> <name>" (the
+# deadline in the name, so finding expired batches reads names only: HKEYS, not every
+# batch's entries) holding cmsgpack {deadline ms, kind, {entries}, {scores}} (cmsgpack:
+# entries are bytes, maybe not UTF-8).
 # KEYS[1] start key  KEYS[2] feeding HASH
-# ARGV[1] n  ARGV[2] field for this batch  ARGV[3] lease ms  ARGV[4] max entry bytes
+# ARGV[1] n  ARGV[2] name for this batch  ARGV[3] lease ms  ARGV[4] max entry bytes
 # ARGV[5..] fields to acknowledge
 # Returns {kind ("list", "set", "zset", "none" or another type: not taken from),
 #          {entries}, entries put back from expired batches, junk batches dropped,
-#          entries dropped for being over the size limit (never sent to the worker)}
+#          entries dropped for being over the size limit (never sent to the worker),
+#          the new batch's field ("" if none)}
 TAKE = PUT_BACK + r"""
 local function now_ms()
   local t = redis.call('TIME')
@@ -83,20 +86,18 @@ for i = 5, #ARGV do redis.call('HDEL', KEYS[2], ARGV[i]) end
 
 -- batches whose worker did not acknowledge them in time go back into the key
 local returned, junk = 0, 0
-local flat = redis.call('HGETALL', KEYS[2])
-for i = 1, #flat, 2 do
-  local ok, batch = pcall(cmsgpack.unpack, flat[i + 1])
-  local deadline = ok and type(batch) == 'table' and batch[1]
-  if type(deadline) ~= 'number' then
-    redis.call('HDEL', KEYS[2], flat[i])
+for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+  local deadline = tonumber(string.match(field, '^(%d+) '))
+  if deadline == nil then
+    redis.call('HDEL', KEYS[2], field)  -- not a field this script wrote
     junk = junk + 1
   elseif deadline <= now then
-    local n = put_back(flat[i + 1])
+    local n = put_back(redis.call('HGET', KEYS[2], field))
     if n == nil then
-      redis.call('HDEL', KEYS[2], flat[i])
+      redis.call('HDEL', KEYS[2], field)
       junk = junk + 1
     elseif n then
-      redis.call('HDEL', KEYS[2], flat[i])
+      redis.call('HDEL', KEYS[2], field)
       returned = returned + n
     end
   end
@@ -129,11 +130,13 @@ for i = 1, #taken do
   end
 end
 scores = kept_scores
+local field = ''
 if #entries > 0 then
-  redis.call('HSET', KEYS[2], ARGV[2],
-             cmsgpack.pack({now + tonumber(ARGV[3]), stype, entries, scores}))
+  local deadline = now + tonumber(ARGV[3])
+  field = string.format('%d %s', deadline, ARGV[2])
+  redis.call('HSET', KEYS[2], field, cmsgpack.pack({deadline, stype, entries, scores}))
 end
-return {stype, entries, returned, junk, oversize}
+return {stype, entries, returned, junk, oversize, field}
 """
 
 # Put batches back into the start key at once (a worker stopping, or a crawl that ended
@@ -205,14 +208,14 @@ class StartKey:
         ``n`` entries as a new batch."""
         self._batches += 1
         name = f"{self.worker_id} {self._batches}"
-        kind, entries, returned, junk, oversize = self._call(
+        kind, entries, returned, junk, oversize, field = self._call(
             lambda: self._take(keys=[self.key, self.feeding_key],
                                args=[n, name, self.lease_ms, self.max_entry_bytes, *acks],
                                client=self.client),
             f"take start URLs from {self.key!r}", wait=wait,
         )
-        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
-        batch = Batch(self.key, name, list(entries)) if entries else None
+        kind = _text(kind)
+        batch = Batch(self.key, _text(field), list(entries)) if entries else None
         return TakeResult(kind, batch, int(returned), int(junk), int(oversize), list(acks))
 
     def ack(self, fields: Sequence[str], *, wait: bool = True) -> None:
@@ -228,3 +231,7 @@ class StartKey:
                                     client=self.client),
             f"give start URLs back to {self.key!r}", wait=wait,
         ))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
