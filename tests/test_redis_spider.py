@@ -139,3 +139,32 @@ def test_seeds_of_an_overridden_start_requests_are_fed_too(
                                                        FLEET_KEEP_ALIVE=0))
     assert worker.finish() == 0, worker.text
     assert set(site.page_fetches()) == {"/page/3"}
+
+
+def test_an_overridden_make_request_from_data_makes_the_requests(
+        tmp_path: Path, serve, redis_url: str, fleet_settings: dict[str, str]) -> None:
+    """scrapy-redis's hook, overridden as its users do (own JSON, several requests per
+    entry, meta for the callback), works unchanged; with FLEET_KEEP_ALIVE off the crawl
+    ends once the key is drained and everything is crawled."""
+    site = serve(LinkedSite(5))
+    spider = tmp_path / "custom.py"
+    spider.write_text(
+        "import json\n"
+        "import scrapy\n"
+        "from spiders.feedspider import FeedSpider\n\n"
+        "class Custom(FeedSpider):\n"
+        "    name = 'custom'\n"
+        "    def make_request_from_data(self, data):\n"
+        "        job = json.loads(data)\n"
+        "        return [scrapy.Request(f\"{job['link']}/page/{n}\", meta={'job': job['id']})\n"
+        "                for n in job['pages']]\n")
+    key = f"{fleet_settings['FLEET_KEY_PREFIX']}:custom:start_urls"
+    redis_cli(redis_url, "LPUSH", key, json.dumps({"link": site.url, "id": "j1", "pages": [1, 2]}),
+              json.dumps({"link": site.url, "id": "j2", "pages": [4]}), "not json")
+    worker = runspider(tmp_path, spider, feed_settings(tmp_path, fleet_settings,
+                                                       FLEET_KEEP_ALIVE=0))
+    assert worker.finish() == 0, worker.text
+    items = {i["url"]: i["job"] for i in read_items(tmp_path / "out" / "%(name)s.jsonl", "custom")}
+    assert items == {f"{site.url}/page/1": "j1", f"{site.url}/page/2": "j1",
+                     f"{site.url}/page/4": "j2"}
+    assert worker.stat("fleet/feed/bad") == 1  # "not json": its JSONDecodeError is counted

@@ -143,3 +143,21 @@ def test_entries_come_back_byte_for_byte(redis_client: redis.Redis, key_prefix: 
     time.sleep(0.1)
     again = source.take(1)
     assert again.returned == 1 and again.batch is not None and again.batch.entries == [entry]
+
+
+def test_a_frozen_taker_waking_after_its_lease_changes_nothing(
+        redis_client: redis.Redis, key_prefix: str) -> None:
+    """SIGSTOP past the lease: the batch went back and another worker took it; the frozen
+    worker's late acknowledgement (or give-back) of its old batch touches nothing."""
+    frozen = start_key(redis_client, key_prefix, "frozen", lease_timeout=0.1)
+    other = start_key(redis_client, key_prefix, "other")
+    redis_client.rpush(frozen.key, "1", "2")
+    old = frozen.take(2)
+    time.sleep(0.15)  # frozen past its lease (server time: nothing to await)
+    again = other.take(2)
+    assert again.returned == 2 and again.batch is not None and again.batch.entries == [b"1", b"2"]
+    assert old.batch is not None
+    frozen.ack([old.batch.field])
+    assert frozen.give_back([old.batch.field]) == 0
+    assert redis_client.llen(frozen.key) == 0  # nothing put back twice
+    assert redis_client.hkeys(frozen.feeding_key) == [again.batch.field.encode()]
