@@ -174,6 +174,25 @@ def test_the_idle_timeout_ends_a_keep_alive_crawl_after_idle_time(redis_client, 
     assert worker.status()["state"]["ended_by"] == "idle_timeout"
 
 
+def test_a_fed_crawl_waits_out_a_dead_workers_start_batch(redis_client, redis_url, key_prefix):
+    """A crawl fed from start keys does not end while a worker that may hold a batch of
+    start entries is dead and unreclaimed, nor until a lease after the last reclaim (its
+    batch's lease, which can end a heartbeat later): those entries are in no queue."""
+    live = open_frontier(redis_client, redis_url, key_prefix, "live", lease_timeout=0.3)
+    live.open(fresh=False, feeds=True)
+    dead = open_frontier(redis_client, redis_url, key_prefix, "dead", lease_timeout=0.3)
+    live.set_seeding(False)
+    time.sleep(0.35)  # "dead" stops heartbeating (server time: nothing to await)
+    live.heartbeat()
+    assert not live.check_finished().finished  # dead, not reclaimed: may hold a batch
+    assert [w for w, _ in live.reclaim()] == ["dead"]
+    assert not live.check_finished().finished  # its batch's lease may still run
+    time.sleep(0.35)
+    live.heartbeat()
+    assert live.check_finished().finished
+    del dead
+
+
 def test_a_finished_crawl_takes_no_more_pushes(redis_client, redis_url, key_prefix):
     """Pushed into a crawl that ended they would never run: nothing is stored, the caller
     is told (the feeder gives its entries back, a producer starts a new crawl)."""

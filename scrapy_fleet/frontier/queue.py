@@ -267,7 +267,7 @@ class RedisFrontier:
     # --- lifecycle ------------------------------------------------------------------
 
     def open(self, *, fresh: bool, restart_finished: bool = True, owner: str = "",
-             keep_alive: bool = False, idle_timeout: float = 0.0) -> str:
+             keep_alive: bool = False, idle_timeout: float = 0.0, feeds: bool = False) -> str:
         """Join the crawl; returns "new", "resumed", "fresh" (an old crawl was wiped) or
         "finished" (it is done and ``restart_finished`` is off: a worker that does not
         seed must not start a crawl nobody will feed). A worker that does not seed also
@@ -277,7 +277,8 @@ class RedisFrontier:
         keys (two projects, one spider name) raises :class:`CrawlConflict`.
 
         A ``keep_alive`` worker makes the crawl keep-alive for every worker, with its
-        ``idle_timeout`` (seconds, 0: never); see :attr:`keep_alive`.
+        ``idle_timeout`` (seconds, 0: never); see :meth:`crawl_settings`. A worker that
+        ``feeds`` from start keys marks the crawl so (see CHECK_FINISHED).
         """
         state = self._owned_state(owner)
         status = state.get(b"status")
@@ -294,10 +295,12 @@ class RedisFrontier:
             self.wipe()
             outcome = "fresh" if state else "new"
         self.create(owner)
+        marks: dict[str, Any] = {"feeds": "1"} if feeds else {}
         if keep_alive:
-            self.call(lambda: self.client.hset(self.keys.state, mapping={
-                "keep_alive": "1", "idle_timeout": int(idle_timeout * 1000)}),
-                "mark the crawl keep-alive")
+            marks.update(keep_alive="1", idle_timeout=int(idle_timeout * 1000))
+        if marks:
+            self.call(lambda: self.client.hset(self.keys.state, mapping=marks),
+                      "record how the crawl ends")
         if status == b"failed" and outcome == "resumed":
             # a crawl whose start requests failed is retried by the next run's seeder
             self.call(lambda: self.client.hset(self.keys.state, mapping={"status": "running",
@@ -529,7 +532,7 @@ class RedisFrontier:
         flat = self.call(
             lambda: self._script(
                 "RECLAIM",
-                [self.keys.workers, self.keys.seeding, self.keys.seq],
+                [self.keys.workers, self.keys.seeding, self.keys.seq, self.keys.state],
                 [self.keys.lease_prefix, self.lease_timeout_ms],
             ),
             "reclaim dead workers' requests", wait=wait,

@@ -199,7 +199,8 @@ class FleetScheduler(BaseScheduler):
             owner = f"{type(spider).__module__}.{type(spider).__qualname__}"
             outcome = self.frontier.open(fresh=config.fresh, restart_finished=config.seed,
                                          owner=owner, keep_alive=config.keep_alive,
-                                         idle_timeout=config.idle_timeout)
+                                         idle_timeout=config.idle_timeout,
+                                         feeds=_feeds_from_redis(spider))
             keep_alive, idle_timeout = self.frontier.crawl_settings()
         except (RedisUnavailable, FrontierFault) as exc:
             self.fatal = str(exc)
@@ -231,9 +232,7 @@ class FleetScheduler(BaseScheduler):
         )
 
     def _start_key_feeder(self, spider: Spider) -> StartKeyFeeder | None:
-        from scrapy_fleet.spiders.redis import RedisMixin  # the plugin's own base class
-
-        if not isinstance(spider, RedisMixin) or self.frontier is None:
+        if not _feeds_from_redis(spider) or self.frontier is None:
             return None
         frontier, settings = self.frontier, spider.settings
         sources = [
@@ -601,6 +600,12 @@ class FleetScheduler(BaseScheduler):
         if self.crawler is not None and self.crawler.engine is not None:
             reason = "redis_unavailable" if self.fatal_status == EXIT_REDIS_UNAVAILABLE else "fleet_error"
             deferred_from_coro(self.crawler.engine.close_spider_async(reason=reason))
+
+
+def _feeds_from_redis(spider: Spider) -> bool:
+    from scrapy_fleet.spiders.redis import RedisMixin  # the plugin's own base class
+
+    return isinstance(spider, RedisMixin)
 
 
 def _exit_status(exc: BaseException | None) -> int:

@@ -441,7 +441,10 @@ return n
 # Give the leases of dead workers (no heartbeat for ARGV[4] ms) back to the queue.
 # A `workers` entry with a heartbeat in the future (not written by HEARTBEAT: junk) is
 # dropped, so it cannot pass for a live worker forever.
-# KEYS[7] workers  KEYS[8] seeding  KEYS[9] seq   ARGV[3] lease key prefix
+# When it reclaims a worker, ``state.reclaimed_at`` records when: a worker that took start
+# entries (a RedisSpider's) holds them under a lease that may outlive its heartbeat's by up
+# to a heartbeat interval, and CHECK_FINISHED waits that lease out before ending a crawl.
+# KEYS[7] workers  KEYS[8] seeding  KEYS[9] seq  KEYS[10] state   ARGV[3] lease key prefix
 # ARGV[4] lease timeout ms.   Returns a flat list: dead worker, its requests reclaimed, ...
 RECLAIM = PRELUDE + r"""
 check_gauges()
@@ -462,6 +465,7 @@ for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now - timeout)) 
   out[#out + 1] = w
   out[#out + 1] = n
 end
+if #out > 0 then redis.call('HSET', KEYS[10], 'reclaimed_at', now) end
 return out
 """
 
@@ -477,6 +481,10 @@ return out
 # this worker's ARGV[5]) is never done when idle, unless ``state.idle_timeout`` (ms) is
 # set: then it is done once it has been idle that long (``state.idle_since``, which FLUSH
 # clears on every push or acknowledgement, and this script when it finds work).
+# A crawl fed from start keys (``state.feeds``) is not done while a worker that may hold
+# a batch of start entries is dead but not yet reclaimed, nor until a lease timeout after
+# the last reclaim: by then its batch's lease has run out, and the next take by a live
+# worker puts the entries back (they are not in the frontier, so nothing else sees them).
 # Returns {status, pending, leased, live workers, live seeders, detail} where status is
 # "done", "running", "failed" (detail: the error), or "lost" (detail: what is missing).
 CHECK_FINISHED = PRELUDE + r"""
@@ -561,7 +569,15 @@ if seeders > 0 or redis.call('HGET', KEYS[9], 'seeded') ~= '1' then
   pending, leased = 0, 0
   return busy()
 end
-local settings = redis.call('HMGET', KEYS[9], 'keep_alive', 'idle_timeout', 'idle_since')
+local settings = redis.call('HMGET', KEYS[9], 'keep_alive', 'idle_timeout', 'idle_since',
+                           'feeds', 'reclaimed_at')
+if settings[4] == '1' then
+  local dead = redis.call('ZCOUNT', KEYS[7], '-inf', '(' .. stale)
+  local reclaimed = num(settings[5], 0)
+  if dead > 0 or (reclaimed <= now and now - reclaimed < tonumber(ARGV[3])) then
+    return {'running', 0, 0, live, seeders, ''}
+  end
+end
 if ARGV[5] == '1' or settings[1] == '1' then
   local timeout = num(settings[2], 0)
   if timeout <= 0 then return {'running', 0, 0, live, seeders, ''} end
