@@ -172,12 +172,13 @@ def _drop(client: redis.Redis, pattern: str) -> None:
 
 
 def run_fleet(url: str, transport: str, items: list[tuple[str, int]], n: int,
-              profile: cProfile.Profile | None = None) -> RunResult:
+              profile: cProfile.Profile | None = None, local_seen: int = FleetConfig.local_seen,
+              ) -> RunResult:
     prefix = f"bench-fleet-{uuid.uuid4().hex[:8]}"
     crawler = _crawler({})
     spider = crawler.spider
     scheduler = FleetScheduler(
-        config=FleetConfig(redis_url=url, key_prefix=prefix),
+        config=FleetConfig(redis_url=url, key_prefix=prefix, local_seen=local_seen),
         dupefilter=FleetDupeFilter(fingerprinter=crawler.request_fingerprinter),
         stats=crawler.stats,
         crawler=None,
@@ -217,7 +218,8 @@ def run_fleet(url: str, transport: str, items: list[tuple[str, int]], n: int,
         raise SystemExit(f"scrapy-fleet run incomplete: dequeued {dequeued} of {n}, redis stats {stats}")
     _drop(client, keys.pattern)
     scheduler.close("finished")
-    return RunResult("scrapy-fleet", transport, seconds, dequeued, trips, usec, seen_bytes, seen_card)
+    impl = "scrapy-fleet" if local_seen else "scrapy-fleet, no local seen-cache"
+    return RunResult(impl, transport, seconds, dequeued, trips, usec, seen_bytes, seen_card)
 
 
 def run_scrapy_redis(url: str, transport: str, items: list[tuple[str, int]], n: int) -> RunResult:
@@ -492,7 +494,10 @@ def main() -> int:
         items = workload(args.requests, args.dup, args.hosts)
         results: list[RunResult] = []
         contenders: list[tuple[str, Callable[[str, str, list[Any], int], RunResult]]] = [
-            ("scrapy-redis", run_scrapy_redis), ("scrapy-fleet", run_fleet)]
+            ("scrapy-redis", run_scrapy_redis), ("scrapy-fleet", run_fleet),
+            # duplicates dropped in the worker (SeenCache) against all of them sent to Redis
+            ("scrapy-fleet, no local seen-cache",
+             lambda url, transport, items, n: run_fleet(url, transport, items, n, local_seen=0))]
         names = [name for name, _ in contenders]
         bench_started = time.monotonic()
         for run in range(args.runs):

@@ -52,6 +52,7 @@ class FleetConfig:
     allowed_schemes: frozenset[str] = frozenset({"http", "https"})
     trusted_meta: frozenset[str] = frozenset()
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    local_seen: int = 100_000  # fingerprints a worker keeps to drop sure duplicates (0: off)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -84,6 +85,8 @@ class FleetConfig:
             allowed_schemes=_schemes(settings),
             trusted_meta=_trusted_meta(settings),
             max_request_bytes=_max_request_bytes(settings),
+            local_seen=int(number_setting(settings, "FLEET_LOCAL_SEEN", cls.local_seen,
+                                          minimum=0.0)),
         )
         if not config.key_prefix or "{" in config.key_prefix or "}" in config.key_prefix:
             raise ConfigError(

@@ -442,6 +442,7 @@ class RedisFrontier:
         *,
         wait: bool = True,
         feed_bad: int = 0,
+        duplicates: int = 0,
     ) -> FlushResult:
         """Pushes, then acks, then a pop: one script, so one atomic round trip.
 
@@ -451,7 +452,7 @@ class RedisFrontier:
         never saw: after the retry, any lease not in ``held`` (nor just popped) is handed
         back. Raises :class:`CrawlLost` when the crawl's state is gone or replaced.
         """
-        if not (pushes or acks or invalid or pop or feed_bad):
+        if not (pushes or acks or invalid or pop or feed_bad or duplicates):
             return FlushResult([], [])
         if self.crawl_id is None:
             raise RuntimeError("open() the frontier before flushing")
@@ -465,11 +466,12 @@ class RedisFrontier:
                 if result.finished:
                     return FlushResult([False] * len(pushes), [], finished=True)
                 flags += result.pushed
-            last = self.flush(chunks[-1], acks, invalid, pop, held, wait=wait, feed_bad=feed_bad)
+            last = self.flush(chunks[-1], acks, invalid, pop, held, wait=wait, feed_bad=feed_bad,
+                              duplicates=duplicates)
             last.pushed = flags + last.pushed
             return last
         args: list[Any] = [self.crawl_id, len(pushes), len(acks), len(invalid), pop,
-                           self.delay_ms, self.worker_id, feed_bad]
+                           self.delay_ms, self.worker_id, feed_bad, duplicates]
         for fp, slot, priority, blob in pushes:
             args += [fp, slot, max(-MAX_PRIORITY, min(MAX_PRIORITY, priority)), blob]
         args += [*acks, *invalid]

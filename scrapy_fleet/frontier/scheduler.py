@@ -46,6 +46,7 @@ from scrapy_fleet.errors import (
 from scrapy_fleet.frontier import codec
 from scrapy_fleet.frontier.dupefilter import FleetDupeFilter
 from scrapy_fleet.frontier.feeder import StartKeyFeeder
+from scrapy_fleet.frontier.seencache import SeenCache
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.startkey import StartKey
 from scrapy_fleet.frontier.queue import (
@@ -145,6 +146,8 @@ class FleetScheduler(BaseScheduler):
         self._pending: int | None = None  # requests queued crawl-wide, as of the last flush
         self._feed_after = 0.0  # the start keys were empty: no take before this (monotonic)
         self._holding_pushes = False  # a start batch is being enqueued: one flush after it
+        self._seen = SeenCache(config.local_seen)  # fingerprints the crawl surely has
+        self._local_duplicates = 0  # dropped by _seen, not yet added to the crawl's stats
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -304,8 +307,16 @@ class FleetScheduler(BaseScheduler):
         return bool(self._buffer or self._pushes) or not self.finished
 
     def enqueue_request(self, request: Request) -> bool:
-        blob = codec.encode(request, self.spider, self.config)  # raises here, in the producing process
         fingerprint = b"" if request.dont_filter else self.df.fingerprint(request)
+        if fingerprint and fingerprint in self._seen:
+            # a sure duplicate: dropped here, as Scrapy's scheduler drops what its
+            # dupefilter has seen (False: the engine sends request_dropped)
+            self._local_duplicates += 1
+            self.stats.inc_value("fleet/duplicate")
+            self.stats.inc_value("fleet/duplicate_local")
+            self.df.log(request, self.spider)
+            return False
+        blob = codec.encode(request, self.spider, self.config)  # raises here, in the producing process
         self._pushes.append((fingerprint, slot_of(request, self.crawler), int(request.priority), blob))
         self._push_requests.append(request)
         if len(self._pushes) >= _PUSH_BUFFER_LIMIT and not self._holding_pushes:
@@ -393,10 +404,11 @@ class FleetScheduler(BaseScheduler):
         acks, invalid = self._acks, self._invalid
         self._pushes, self._push_requests, self._acks, self._invalid = [], [], [], []
         batches, bad = self.feeder.unflushed() if self.feeder is not None else ([], 0)
+        local_duplicates, self._local_duplicates = self._local_duplicates, 0
         try:
             result = self.frontier.flush(
                 pushes, acks, invalid, pop=pop, held=self._held | {i for i, _ in self._buffer},
-                wait=wait, feed_bad=bad,
+                wait=wait, feed_bad=bad, duplicates=local_duplicates,
             )
         except BaseException:
             # keep everything for the next attempt (or for the lease timeout to recover)
@@ -404,6 +416,7 @@ class FleetScheduler(BaseScheduler):
             self._acks, self._invalid = acks + self._acks, invalid + self._invalid
             if self.feeder is not None:
                 self.feeder.restore(batches, bad)
+            self._local_duplicates += local_duplicates
             raise
         if result.finished:
             # the crawl ended (a keep-alive crawl's idle timeout) before these were stored
@@ -416,6 +429,7 @@ class FleetScheduler(BaseScheduler):
             self.feeder.stored(batches)
         self._pending = result.pending
         if pushes:
+            self._seen.add(fp for fp, _, _, _ in pushes)  # stored now, or stored before
             added = sum(result.pushed)
             self.stats.inc_value("fleet/enqueued", added)
             if added < len(pushes):

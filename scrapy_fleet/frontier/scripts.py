@@ -215,7 +215,8 @@ end
 # ARGV[8] default delay ms  ARGV[9] worker id
 # ARGV[10] start entries found bad since the last flush (counted with the pushes of the
 #          same batches, so the count is exact: a batch never stored is counted again)
-# ARGV[11..] P groups of 4 (fingerprint ("" = dont_filter), slot, priority, payload),
+# ARGV[11] duplicates the worker dropped itself (its SeenCache) since the last flush
+# ARGV[12..] P groups of 4 (fingerprint ("" = dont_filter), slot, priority, payload),
 #            then A acked ids, then I ids of entries the worker could not decode.
 # Returns {"ok", {1 enqueued / 0 duplicate per push}, {id1, payload1, ...},
 #          ms until the first delayed slot comes due (-1: none), ids found lost,
@@ -230,10 +231,11 @@ if state[2] == 'done' and tonumber(ARGV[4]) > 0 then return {'done'} end
 check_gauges()
 local now = now_ms()
 local P, A, I, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local base = 11
+local base = 12
 local pushed = {}
-local bad = tonumber(ARGV[10])
+local bad, local_dups = tonumber(ARGV[10]), tonumber(ARGV[11])
 if bad > 0 then incr(K.stats, 'feed_bad', bad) end
+if local_dups > 0 then incr(K.stats, 'duplicate', local_dups) end
 
 -- 1. push: one SMISMEMBER for the batch; `seen` also catches repeats within the batch
 if P > 0 then
