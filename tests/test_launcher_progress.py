@@ -38,6 +38,17 @@ def test_an_idle_keep_alive_crawl_says_what_it_waits_for():
     assert "keep-alive" not in progress.line(busy, None, 1, progress.started)
 
 
+def test_idle_workers_beside_queued_work_are_explained():
+    progress = Progress(io.StringIO(), "links", 5)
+    held = {"stats": {"pending": 40, "leased": 8}, "workers": [{"alive": True}] * 3,
+            "waiting": {"capped_hosts": 1, "delayed_hosts": 0, "cap": 8}}
+    assert progress.line(held, None, 3, progress.started).endswith(
+        "pending work waits: 1 host at the per-host limit of 8 (CONCURRENT_REQUESTS_PER_DOMAIN)")
+    held["waiting"] = {"capped_hosts": 0, "delayed_hosts": 5, "cap": 8}
+    assert progress.line(held, None, 3, progress.started).endswith(
+        "pending work waits: 5 hosts in their download delay")
+
+
 def test_redis_unreachable_is_said_on_the_line():
     progress = Progress(io.StringIO(), "links", 5)
     line = progress.line(None, "Connection refused", 3, progress.started)

@@ -193,6 +193,17 @@ def test_a_fed_crawl_waits_out_a_dead_workers_start_batch(redis_client, redis_ur
     del dead
 
 
+def test_the_status_says_why_queued_work_cannot_be_leased(redis_client, redis_url, key_prefix):
+    worker = open_frontier(redis_client, redis_url, key_prefix, "w1", concurrency_per_slot=1,
+                           download_delay=30)
+    worker.flush([(fp(1), "a", 0, b"x"), (fp(2), "a", 0, b"y"), (fp(3), "b", 0, b"z")])
+    assert worker.status()["waiting"] is None  # leasable now
+    assert len(worker.flush(pop=10).popped) == 2  # one of a (at its cap of 1), one of b
+    worker.flush([(fp(4), "b", 0, b"w")])
+    waiting = worker.status()["waiting"]
+    assert waiting == {"capped_hosts": 2, "delayed_hosts": 0, "cap": 1}
+
+
 def test_a_finished_crawl_takes_no_more_pushes(redis_client, redis_url, key_prefix):
     """Pushed into a crawl that ended they would never run: nothing is stored, the caller
     is told (the feeder gives its entries back, a producer starts a new crawl)."""

@@ -591,9 +591,12 @@ class RedisFrontier:
             pipe.zrange(self.keys.workers, 0, -1, withscores=True)
             pipe.smembers(self.keys.seeding)
             pipe.time()
+            pipe.zcard(self.keys.ready)
+            pipe.zcard(self.keys.delayed)
             return pipe.execute()
 
-        stats, state, seen, workers, seeding, now = self.call(run, "read the crawl status")
+        stats, state, seen, workers, seeding, now, ready, delayed = self.call(
+            run, "read the crawl status")
         now_ms = now[0] * 1000 + now[1] // 1000
         # anything may have been written here by another tool: junk numbers are left out
         # (and counted), junk text is shown escaped, never a traceback
@@ -603,8 +606,17 @@ class RedisFrontier:
                 numbers[_text(k)] = int(v)
             except ValueError:
                 numbers["corrupt"] = numbers.get("corrupt", 0) + 1
+        waiting = None
+        if numbers.get("pending", 0) > 0 and not ready:
+            # queued work, none of it leasable now: held back by politeness. Cheap to say
+            # exactly when: the slots in flight are at most the fleet's concurrency.
+            counts = self.call(lambda: self.client.hvals(self.keys.inflight),
+                               "read the in-flight counts")
+            capped = sum(1 for c in counts if c.isdigit() and int(c) >= self.cap)
+            waiting = {"delayed_hosts": int(delayed), "capped_hosts": capped, "cap": self.cap}
         return {
             "stats": numbers,
+            "waiting": waiting,  # None, or why no queued request can be leased right now
             "state": {_text(k): _text(v) for k, v in state.items()},
             "seen": int(seen),
             "workers": [

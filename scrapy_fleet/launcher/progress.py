@@ -63,6 +63,19 @@ class Progress:
             f"{per_s:.1f} pages/s  pending {s.get('pending', 0)}  "
             f"leased {s.get('leased', 0)}  workers {alive} alive ({local} here)"
         )
+        waiting = status.get("waiting")
+        if waiting:
+            # workers idle while work is queued: say it is politeness, not a hang
+            reasons = []
+            if waiting["capped_hosts"]:
+                hosts = "host" if waiting["capped_hosts"] == 1 else "hosts"
+                reasons.append(f"{waiting['capped_hosts']} {hosts} at the per-host limit of "
+                               f"{waiting['cap']} (CONCURRENT_REQUESTS_PER_DOMAIN)")
+            if waiting["delayed_hosts"]:
+                hosts = "host" if waiting["delayed_hosts"] == 1 else "hosts"
+                reasons.append(f"{waiting['delayed_hosts']} {hosts} in their download delay")
+            if reasons:
+                line += "  pending work waits: " + ", ".join(reasons)
         state = status.get("state", {})
         if state.get("keep_alive") == "1" and not s.get("pending") and not s.get("leased"):
             # an empty queue ends nothing here: say what the workers wait for
