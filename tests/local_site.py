@@ -30,6 +30,21 @@ HTML = {"Content-Type": "text/html"}
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.accepted: dict[Any, float] = {}
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # when the connection came in, before a thread is started for it: on a loaded
+        # machine a handler thread can start 100 ms late, and arrival gaps measured there
+        # would jitter by as much (HTTP/1.0: one request per connection)
+        self.accepted[request] = time.monotonic()
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        self.accepted.pop(request, None)
+        super().shutdown_request(request)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             super().handle_error(request, client_address)  # a client hanging up is normal
@@ -180,7 +195,7 @@ class PoliteSite(LocalSite):
 
     def _serve(self, address: str, host: Host | None) -> LocalServer:
         def answer(handler: BaseHTTPRequestHandler) -> None:
-            arrived = time.monotonic()
+            arrived = handler.server.accepted.get(handler.request, time.monotonic())  # type: ignore[attr-defined]
             status, headers, body = self._answer(host, handler.path)
             if host is not None:
                 with self._lock:
