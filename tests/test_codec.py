@@ -72,6 +72,45 @@ def test_request_subclasses_round_trip(spider, cls):
     assert type(again) is cls
 
 
+def test_subclass_attributes_ride_along(spider):
+    request = JsonRequest("http://example.com/", data={"a": 1}, dumps_kwargs={"indent": 2})
+    again = codec.decode(codec.encode(request, spider), spider)
+    assert again._dumps_kwargs == {"indent": 2, "sort_keys": True}
+    assert again.body == request.body
+
+
+@pytest.mark.parametrize(
+    "url", ["http://example.com/", "https://example.com/a", "http://www.example.com/",
+            "https://www.example.com/?q=1", "HTTPS://WWW.EXAMPLE.COM/", "https://wwwx.example/",
+            "https://www.", "http://"],
+)
+def test_every_url_prefix_round_trips(spider, url):
+    assert codec.decode(codec.encode(Request(url), spider), spider).url == Request(url).url
+
+
+def test_a_plain_link_costs_its_url_and_a_few_bytes(user_spider):
+    # the stored form leaves out field names and defaults (see the module docstring)
+    url = "https://www.site7.example/catalog/3/item-37.html?ref=list&p=2"
+    rest = len(url) - len("https://www.")
+    for request, most in ((Request(url), rest + 4), (Request(url, callback=user_spider.parse), rest + 5),
+                          (Request(url, callback=user_spider._private_callback),
+                           rest + 6 + len("_private_callback"))):
+        blob = codec.encode(request, user_spider)
+        assert len(blob) <= most
+        assert codec.decode(blob, user_spider).callback == request.callback
+
+
+def test_entries_of_the_first_format_are_still_read(spider):
+    # queued by an earlier version (a to_dict mapping under "SF1"): a resumed crawl runs them
+    request = Request("http://example.com/a", callback=spider.parse_item, priority=3,
+                      meta={"depth": 1}, headers={"Referer": "http://example.com/"})
+    old = codec.MAGIC_V1 + msgpack.packb(request.to_dict(spider=spider), use_bin_type=True)
+    again = codec.decode(old, spider)
+    assert (again.url, again.callback, again.priority, again.meta) == (
+        request.url, spider.parse_item, 3, {"depth": 1})
+    assert again.headers.getlist("Referer") == [b"http://example.com/"]
+
+
 def test_lease_id_is_not_stored(spider):
     request = Request("http://example.com/", meta={codec.LEASE_META_KEY: "12", "keep": 1})
     assert codec.decode(codec.encode(request, spider), spider).meta == {"keep": 1}
@@ -97,7 +136,28 @@ def test_callback_that_is_not_a_spider_method_fails_at_enqueue(spider):
 
 
 def _forged(**fields) -> bytes:
-    return codec.MAGIC + msgpack.packb({"url": "http://example.com/", **fields})
+    """An entry someone wrote into Redis in the format workers write today."""
+    return codec._compact({"url": "http://example.com/", **fields})
+
+
+def _forged_v1(**fields) -> bytes:
+    """The same in the first format (a to_dict mapping), which workers still read."""
+    return codec.MAGIC_V1 + msgpack.packb({"url": "http://example.com/", **fields})
+
+
+FORGERIES = [
+    dict(callback="__init__"),
+    dict(callback="no_such_method"),
+    dict(errback="crawler"),  # an attribute, not a method
+    dict(_class="os.system"),
+    dict(_class="subprocess.Popen"),
+    dict(_class="scrapy_fleet_not_imported.evil.Request"),
+    dict(priority="high"),
+    dict(meta=["not", "a", "dict"]),
+    dict(body="text, not bytes"),
+    dict(callback=2),  # only 1 stands for "parse"
+    dict(callback=True),
+]
 
 
 @pytest.mark.parametrize(
@@ -107,17 +167,18 @@ def _forged(**fields) -> bytes:
         b"",
         pickle.dumps(Request("http://example.com/")),  # what scrapy-redis stores
         pickle.dumps({"url": "http://example.com/"}),
-        codec.MAGIC + b"\xc1\xc1",  # msgpack's never-used byte
-        codec.MAGIC + msgpack.packb(["http://example.com/"]),
-        _forged(callback="__init__"),
-        _forged(callback="no_such_method"),
-        _forged(errback="crawler"),  # an attribute, not a method
-        _forged(_class="os.system"),
-        _forged(_class="subprocess.Popen"),
-        _forged(_class="scrapy_fleet_not_imported.evil.Request"),
-        _forged(priority="high"),
-        _forged(meta=["not", "a", "dict"]),
-        _forged(body="text, not bytes"),
+        b"\xf0\xc1\xc1",  # msgpack's never-used byte
+        b"\xf5" + msgpack.packb(["example.com/"]),  # no such prefix code
+        b"\xf1" + msgpack.packb([1, "example.com/"]),  # no URL
+        b"\xf1" + msgpack.packb({"url": "http://example.com/"}),  # a mapping: SF1's shape
+        b"\xf1" + msgpack.packb(["example.com/"] + [None] * 40),  # too long
+        b"\xf1" + msgpack.packb(["example.com/"] + [None] * 13 + [{"url": "file:///"}]),
+        b"\xf1" + msgpack.packb(["example.com/"] + [None] * 13 + [["x"]]),
+        b"\xf1" + b"\xc1\xc1",
+        codec.MAGIC_V1 + b"\xc1\xc1",
+        codec.MAGIC_V1 + msgpack.packb(["http://example.com/"]),
+        *(_forged(**fields) for fields in FORGERIES),
+        *(_forged_v1(**fields) for fields in FORGERIES[:-2]),
     ],
 )
 def test_foreign_entries_are_rejected(spider, blob):

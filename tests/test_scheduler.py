@@ -103,9 +103,9 @@ def test_foreign_queue_entries_are_dropped_never_run(tmp_path: Path, site, fleet
     keys = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "links")
     entries = {
         "9000001": pickle.dumps(Exploit()),  # what scrapy-redis would store, weaponised
-        "9000002": codec.MAGIC + msgpack.packb({"url": f"{site.url}/x", "callback": "__init__"}),
-        "9000003": codec.MAGIC + msgpack.packb({"url": f"{site.url}/x", "_class": "os.system"}),
-        "9000004": codec.MAGIC + b"\xc1garbage",
+        "9000002": codec._compact({"url": f"{site.url}/x", "callback": "__init__"}),
+        "9000003": codec.MAGIC_V1 + msgpack.packb({"url": f"{site.url}/x", "_class": "os.system"}),
+        "9000004": b"\xf1\xc1garbage",
     }
     slot = "127.0.0.1"
     for lease, blob in entries.items():
