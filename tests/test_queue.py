@@ -295,3 +295,17 @@ def test_leaving_hands_back_every_lease_and_deregisters(frontier):
     status = frontier.status()
     assert status["stats"]["pending"] == 3 and status["stats"]["leased"] == 0
     assert status["workers"] == []
+
+
+@pytest.mark.parametrize("junk", ["1.5", "abc", "007", "-0", "+3", " 4", "99999999999999999999",
+                                  "9223372036854775807"])
+def test_a_junk_counter_is_reset_and_counted_never_a_failed_flush(frontier, redis_client, junk):
+    # another tool wrote it: not a number, a number Redis does not parse as an integer
+    # ("007", "-0", "+3"), or one the next HINCRBY would overflow
+    redis_client.hset(frontier.keys.stats, mapping={"enqueued": junk, "duplicate": junk})
+    result = frontier.flush([(fp(1), "a", 0, b"one"), (fp(1), "a", 0, b"again")], pop=1)
+    assert result.pushed == [True, False] and len(result.popped) == 1
+    stats = redis_client.hgetall(frontier.keys.stats)
+    assert int(stats[b"enqueued"]) == 1 and int(stats[b"duplicate"]) == 1
+    assert int(stats[b"corrupt"]) == 2
+    assert (int(stats[b"pending"]), int(stats[b"leased"])) == (0, 1)

@@ -48,20 +48,23 @@ local function num(v, default)
   return n
 end
 
--- An integer HINCRBY would accept.
+-- An integer HINCRBY would accept (Redis's string2ll: no sign but '-', no leading zero).
 local function is_int(v)
-  return type(v) == 'string' and #v <= 18 and string.find(v, '^%-?%d+$') ~= nil
+  return type(v) == 'string' and #v <= 18 and (v == '0' or string.find(v, '^%-?[1-9]%d*$') ~= nil)
 end
 
--- HINCRBY that never fails on junk: a non-integer field is reset to `n` and counted.
+-- HINCRBY that never fails on junk: a field that is not an integer (or would overflow) is
+-- reset to `n` and counted. One command, not a read first: scripts bump many counters.
+-- Any other error (out of memory, a key of the wrong type) is raised as it was.
 local function incr(key, field, n)
-  local cur = redis.call('HGET', key, field)
-  if cur and not is_int(cur) then
-    redis.call('HSET', key, field, n)
-    if key ~= K.stats or field ~= 'corrupt' then incr(K.stats, 'corrupt', 1) end
-    return n
+  local r = redis.pcall('HINCRBY', key, field, n)
+  if type(r) ~= 'table' then return r end
+  if not (string.find(r.err, 'not an integer', 1, true) or string.find(r.err, 'overflow', 1, true)) then
+    error(r.err)  -- as redis.call would have raised it (a string on Redis 6.2)
   end
-  return redis.call('HINCRBY', key, field, n)
+  redis.call('HSET', key, field, n)
+  if key ~= K.stats or field ~= 'corrupt' then incr(K.stats, 'corrupt', 1) end
+  return n
 end
 
 -- The pending/leased gauges, recounted from the queues if either holds junk. Called at
