@@ -8,11 +8,11 @@ import time
 import pytest
 from protego import Protego
 
-from conftest import run_link_spiders, total
+from conftest import free_port, run_link_spiders, runspider, total
 from local_site import Host, PoliteSite, gaps, summary
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.queue import RedisFrontier
-from scrapy_fleet.politeness.robots import FleetRobotsTxtMiddleware, _body
+from scrapy_fleet.politeness.robots import FleetRobotsTxtMiddleware, _body, _unreachable
 from scrapy_fleet.politeness.robotstxt import MAX_READ_BYTES, compact_robots
 from scrapy_fleet.politeness.store import PolitenessStore
 
@@ -35,7 +35,12 @@ def test_one_fetcher_per_host_and_a_dead_ones_lock_lapses(redis_client, redis_ur
     store.robots_put("g:80", "g", None)  # no robots.txt to be had: allow all
     assert _body(store.robots_get("g:80")) is None
     assert _body(b"-\n") is None and _body(b"200\nUser-agent: *\n") == b"User-agent: *\n"  # older entries
-    assert store.counters(["politeness/robots_fetched"]) == [2]
+    store.robots_put("d:80", "d", None, unreachable="dns")  # the host's name does not resolve
+    assert _body(store.robots_get("d:80")) is None
+    assert _unreachable(store.robots_get("d:80")) == "dns"
+    assert _unreachable(store.robots_get("g:80")) is None
+    assert _unreachable(b"!rm-rf 1 - x\n") is None  # junk: not a kind we wrote
+    assert store.counters(["politeness/robots_fetched"]) == [3]
 
 
 def test_the_middleware_adds_to_scrapys_through_its_public_methods_only():
@@ -161,3 +166,25 @@ def test_a_long_robots_txt_is_stored_capped_and_counted(tmp_path, fleet_settings
     keys = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "links")
     stored = redis_client.hget(keys.robots, site.urls[0].split("//")[1])
     assert len(stored) < 4096 + 100 and b"bot1" not in stored  # other bots' groups dropped
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("skip", [True, False])
+def test_pages_of_a_host_found_unreachable_fail_at_once(tmp_path, fleet_settings, redis_client, skip):
+    # nothing listens on the port: robots.txt is refused, after its retries
+    host = f"127.0.0.1:{free_port()}"
+    urls = [f"http://{host}/p/{i}" for i in range(3)]
+    settings = {**fleet_settings, "ROBOTSTXT_OBEY": "True", "RETRY_TIMES": "2",
+                "FLEET_SKIP_UNREACHABLE_HOSTS": str(skip)}
+    worker = runspider(tmp_path, "deadhostspider.py", settings, {"urls": ",".join(urls)})
+    assert worker.finish() == 0, worker.text[-3000:]
+    # the spider's errback sees the same kind of error either way
+    assert worker.stat("test/errors/DownloadConnectionRefusedError") == 3, worker.text[-3000:]
+    keys = CrawlKeys(fleet_settings["FLEET_KEY_PREFIX"], "deadhosts")
+    assert _unreachable(redis_client.hget(keys.robots, host)) == "refused"
+    if skip:  # robots.txt's 3 attempts, and no page tried
+        assert worker.stat("retry/count") == 2
+        assert worker.stat("fleet/politeness/unreachable_skipped") == 3
+    else:  # as Scrapy does: every page tried, with its own retries
+        assert worker.stat("retry/count") == 2 + 3 * 2
+        assert worker.stat("fleet/politeness/unreachable_skipped") == 0

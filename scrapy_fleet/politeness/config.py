@@ -20,6 +20,9 @@ class PolitenessConfig:
     robots_timeout: float = 60.0  # FLEET_ROBOTS_TIMEOUT: how long a fetch of robots.txt may hold the lock
     robots_max_bytes: int = 64 * 1024  # FLEET_ROBOTS_MAX_BYTES: the most of a robots.txt kept in Redis
     host_state_ttl: float = 600.0  # FLEET_HOST_STATE_TTL: a finished host's state goes after this (0: never)
+    # FLEET_SKIP_UNREACHABLE_HOSTS: a host whose robots.txt fetch found it unreachable (no
+    # DNS name, connection refused, connect timeout) fails its pages at once
+    skip_unreachable: bool = True
     backoff_codes: frozenset[int] = frozenset({429, 503})  # FLEET_BACKOFF_HTTP_CODES
     backoff_base: float = 1.0  # FLEET_BACKOFF_BASE: first pause without Retry-After
     backoff_max: float = 300.0  # FLEET_BACKOFF_MAX: cap on any pause (Retry-After included)
@@ -44,6 +47,7 @@ class PolitenessConfig:
             robots_max_bytes=int(_number(settings, "FLEET_ROBOTS_MAX_BYTES", cls.robots_max_bytes,
                                          minimum=1024)),
             host_state_ttl=_number(settings, "FLEET_HOST_STATE_TTL", cls.host_state_ttl, minimum=0.0),
+            skip_unreachable=settings.getbool("FLEET_SKIP_UNREACHABLE_HOSTS", cls.skip_unreachable),
             backoff_codes=backoff_codes,
             backoff_base=_number(settings, "FLEET_BACKOFF_BASE", cls.backoff_base, minimum=0.001),
             backoff_max=_number(settings, "FLEET_BACKOFF_MAX", cls.backoff_max, minimum=0.001),

@@ -13,7 +13,13 @@ robots.txt is downloaded once for the whole crawl:
 3. every worker parses the stored text with ROBOTSTXT_PARSER, as Scrapy would.
 
 A non-2xx answer or a download error counts as "no rules" (everything allowed), which is
-what Scrapy does in practice. The robots.txt download itself takes a turn in the host's
+what Scrapy does in practice. But when the fetch (after its retries) found the host
+unreachable at all (its name does not resolve, the connection is refused, connecting
+timed out, no route), the entry says so (``!dns``...), and each page of that host fails
+at once with the same kind of error, never retried (``fleet/politeness/unreachable_skipped``),
+instead of going through the same lookups and timeouts again: on a top-sites list, dead
+hosts are common, and each used to cost two full chains of retries. FLEET_SKIP_UNREACHABLE_HOSTS
+= False tries the pages anyway, as Scrapy does. The robots.txt download itself takes a turn in the host's
 download slot (see :mod:`.slots`), and so does the request that was waiting for it, so
 neither arrives closer to another request of that host than the delay.
 
@@ -39,12 +45,13 @@ from typing import TYPE_CHECKING
 from protego import Protego
 from scrapy import Request, signals
 from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
-from scrapy.exceptions import IgnoreRequest
+from scrapy.exceptions import CannotResolveHostError, DownloadConnectionRefusedError, IgnoreRequest
 from scrapy.http.request import NO_CALLBACK
 from scrapy.utils.asyncio import sleep
 from scrapy.utils.defer import maybe_deferred_to_future
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.misc import build_from_crawler, load_object
+from twisted.internet import error as net_error
 from twisted.internet import task
 from twisted.internet.defer import Deferred
 
@@ -68,6 +75,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.1  # while another worker fetches a host's robots.txt
+
+# Why a host could not be reached at all: (what the entry says, the errors that say it,
+# the error its pages then fail with). Timeouts after connecting are not here: a host
+# that is slow for robots.txt may still serve its pages.
+UNREACHABLE: tuple[tuple[str, tuple[type[Exception], ...], type[Exception]], ...] = (
+    ("dns", (CannotResolveHostError, net_error.DNSLookupError), CannotResolveHostError),
+    ("refused", (DownloadConnectionRefusedError, net_error.ConnectionRefusedError),
+     DownloadConnectionRefusedError),
+    ("connect-timeout", (net_error.TCPTimedOutError,), net_error.TCPTimedOutError),
+    ("no-route", (net_error.NoRouteError,), net_error.NoRouteError),
+)
 
 
 class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
@@ -93,6 +111,13 @@ class FleetRobotsTxtMiddleware(RobotsTxtMiddleware):
         pending = not fleet.known(netloc)  # this request may wait for the rules
         with unfinished_if_away(request):
             await super().process_request(request)  # our robot_parser(), then Scrapy's check
+        why = fleet.unreachable.get(netloc)
+        if why is not None and fleet.config.skip_unreachable:
+            self.crawler.stats.inc_value("fleet/politeness/unreachable_skipped")
+            request.meta["dont_retry"] = True  # it would only fail the same way again
+            error = next(exc for kind, _, exc in UNREACHABLE if kind == why)
+            raise error(f"{netloc} is unreachable ({why}: its robots.txt could not be fetched); "
+                        "page not tried (FLEET_SKIP_UNREACHABLE_HOSTS)")
         if netloc in fleet.skipped:
             self.crawler.stats.inc_value("fleet/politeness/crawl_delay_skipped")
             raise IgnoreRequest(
@@ -129,6 +154,7 @@ class FleetRobots:
         self.parsers: dict[str, RobotParser | Deferred[None] | None] = {}
         self.loaded: dict[str, float] = {}  # netloc -> time.monotonic() its rules were read
         self.skipped: dict[str, float] = {}  # netloc -> its Crawl-delay, above the cap
+        self.unreachable: dict[str, str] = {}  # netloc -> why (a kind of UNREACHABLE)
         self.fresh: set[str] = set()  # netlocs whose rules this worker had to wait for
         ttl = self.config.host_state_ttl
         self.max_age = walk_interval(ttl) if ttl > 0 else None  # None: keep them for ever
@@ -195,6 +221,7 @@ class FleetRobots:
         while True:
             stored = await call_async(self.crawler, lambda: store.robots_get(netloc), "read robots.txt")
             if stored is not None:
+                self._note_unreachable(netloc, stored)
                 return _body(stored)
             ttl = self.config.robots_timeout
             if await call_async(self.crawler, lambda: store.robots_lock(netloc, self.owner, ttl),
@@ -207,17 +234,21 @@ class FleetRobots:
                     fetched = await self._download_robots(request, url)
                 finally:
                     renew.stop()
-                return await self._store_robots(netloc, request, fetched, store)
+                stored = await self._store_robots(netloc, request, fetched, store)
+                if isinstance(fetched, str):
+                    self.unreachable[netloc] = fetched
+                return stored
             self.fresh.add(netloc)
             await sleep(POLL_INTERVAL)
 
     async def _store_robots(self, netloc: str, request: Request,
-                            fetched: tuple[int, bytes] | None, store: PolitenessStore) -> bytes | None:
+                            fetched: tuple[int, bytes] | str | None, store: PolitenessStore) -> bytes | None:
         """Keep what the fleet needs of a fetched robots.txt; the fetching worker also
         writes the host's Crawl-delay for the whole fleet (in the same script)."""
         slot = slot_key(self.crawler, request)
-        if fetched is None:
-            await call_async(self.crawler, lambda: store.robots_put(netloc, slot, None),
+        if fetched is None or isinstance(fetched, str):
+            why = fetched
+            await call_async(self.crawler, lambda: store.robots_put(netloc, slot, None, unreachable=why),
                              "store robots.txt")
             return None
         status, raw = fetched
@@ -285,6 +316,7 @@ class FleetRobots:
         self.parsers.pop(netloc, None)
         self.loaded.pop(netloc, None)
         self.skipped.pop(netloc, None)
+        self.unreachable.pop(netloc, None)
         self.fresh.discard(netloc)
         self.crawler.stats.inc_value("fleet/politeness/robots_reread")
 
@@ -298,8 +330,14 @@ class FleetRobots:
         except Exception as exc:  # a LoopingCall that raises stops for good
             logger.debug("could not renew the robots.txt lock of %s: %s", netloc, exc)
 
-    async def _download_robots(self, request: Request, url: ParseResult) -> tuple[int, bytes] | None:
-        """(status, body) of a 2xx answer; None ("no rules") for anything else."""
+    def _note_unreachable(self, netloc: str, stored: bytes) -> None:
+        why = _unreachable(stored)
+        if why is not None:
+            self.unreachable[netloc] = why
+
+    async def _download_robots(self, request: Request, url: ParseResult) -> tuple[int, bytes] | str | None:
+        """(status, body) of a 2xx answer; the kind of UNREACHABLE when the host could not
+        be reached at all; None ("no rules") for anything else."""
         meta: dict = {"dont_obey_robotstxt": True}
         if request.meta.get("download_slot"):
             meta["download_slot"] = request.meta["download_slot"]
@@ -317,7 +355,7 @@ class FleetRobots:
                 logger.error("Error downloading %s: %s", robotsreq, exc,
                              extra={"spider": self.crawler.spider})
                 self.crawler.stats.inc_value(f"robotstxt/exception_count/{type(exc)}")
-            return None
+            return next((kind for kind, errors, _ in UNREACHABLE if isinstance(exc, errors)), None)
         self.crawler.stats.inc_value("robotstxt/response_count")
         self.crawler.stats.inc_value(f"robotstxt/response_status_count/{response.status}")
         if not 200 <= response.status < 300:
@@ -346,4 +384,14 @@ class FleetRobots:
 def _body(stored: bytes) -> bytes | None:
     """The robots.txt rules of a stored entry; None for "no rules"."""
     header, _, body = stored.partition(b"\n")
-    return None if header.split(b" ", 1)[0] == b"-" else body
+    status = header.split(b" ", 1)[0]
+    return None if status == b"-" or status.startswith(b"!") else body
+
+
+def _unreachable(stored: bytes) -> str | None:
+    """Why the host of a stored entry could not be reached (None: it could)."""
+    status = stored.split(b" ", 1)[0].split(b"\n", 1)[0]
+    if not status.startswith(b"!"):
+        return None
+    why = status[1:].decode("ascii", "replace")
+    return why if any(kind == why for kind, _, _ in UNREACHABLE) else None

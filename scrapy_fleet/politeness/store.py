@@ -18,7 +18,9 @@ so it can move a slot between ``ready`` and ``delayed`` exactly as the frontier 
 Time is Redis server time.
 
 A ``robots`` entry is ``"<status> <stored ms> <crawl delay> <slot>\\n<rules>"``: status is
-the HTTP status, or ``-`` when there are no rules (allow all); crawl delay is in ms, ``-``
+the HTTP status, ``-`` when there are no rules (allow all), or ``!<why>`` when the host
+could not be reached at all (``!dns``, ``!refused``, ``!connect-timeout``, ``!no-route``:
+no rules, and its pages fail at once, see :mod:`.robots`); crawl delay is in ms, ``-``
 for none, ``skip`` for a host above FLEET_MAX_CRAWL_DELAY; slot is the download slot whose
 delay it sets. Entries of older versions (``"<status>\\n<body>"``) are still read.
 """
@@ -368,15 +370,17 @@ class PolitenessStore:
 
     def robots_put(self, netloc: str, slot: str, rules: bytes | None, *, status: int = 200,
                    crawl_delay: float | None = None, skipped: bool = False,
-                   truncated: bool = False) -> bytes:
-        """Store a host's robots.txt for the fleet (None: no rules), apply its Crawl-delay
-        (``skipped``: above FLEET_MAX_CRAWL_DELAY) and release the fetch lock."""
+                   truncated: bool = False, unreachable: str | None = None) -> bytes:
+        """Store a host's robots.txt for the fleet (None: no rules; ``unreachable``: why
+        the host could not be reached at all), apply its Crawl-delay (``skipped``: above
+        FLEET_MAX_CRAWL_DELAY) and release the fetch lock."""
         delay = "skip" if skipped else "-" if crawl_delay is None else int(crawl_delay * 1000)
         return self._run(
             "ROBOTS_PUT",
             [self.keys.robots, self.keys.slot_delay, self.keys.crawl_delay,
              self.keys.robots_lock_prefix + netloc],
-            [netloc, status if rules is not None else "-", delay, slot, rules or b"",
+            [netloc, f"!{unreachable}" if unreachable else status if rules is not None else "-",
+             delay, slot, rules or b"",
              self.frontier.delay_ms, "1" if truncated else "0"],
             "store robots.txt",
         )
