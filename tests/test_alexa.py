@@ -125,7 +125,7 @@ def test_every_listed_site_gives_one_item_whatever_happens(web: FakeWeb, tmp_pat
     assert items["image.test"]["title"] is None and items["image.test"]["status"] == 200
     assert items["203.0.113.9"]["title"] == "by ip"
     assert web.count("http://private.test/") == 0  # robots.txt obeyed
-    assert web.count("http://busy.test/") == 3  # RETRY_TIMES = 2
+    assert web.count("http://busy.test/") == 2  # RETRY_TIMES = 1: the spider's broad-crawl settings
     # header, blank line, duplicate, bad hostname x2, garbage, bad rank, empty domain, single label
     assert result.stats["alexa/rows_skipped"] == 9
     assert result.stats["alexa/rows_skipped/duplicate"] == 1
@@ -304,3 +304,18 @@ def test_the_list_is_pulled_lazily_not_all_scheduled_at_once(tmp_path: Path, web
     # Only about CONCURRENT_REQUESTS (16) ahead of the items, far from the 20000 rows
     assert 50 <= result.stats["alexa/sites_queued"] < 200
     assert result.stats["scheduler/enqueued"] < 200
+
+
+def test_broad_crawl_settings_are_the_spiders_and_the_command_line_still_wins():
+    from scrapy.settings import Settings
+
+    from fleet_examples.spiders.alexa import AlexaSpider
+
+    settings = Settings({"CONCURRENT_REQUESTS": 32}, priority="project")
+    AlexaSpider.update_settings(settings)
+    assert settings.getint("CONCURRENT_REQUESTS") == 200  # the spider's, over the project's
+    assert settings.getbool("COOKIES_ENABLED") is False and settings.getint("RETRY_TIMES") == 1
+    settings = Settings()
+    settings.set("CONCURRENT_REQUESTS", 50, priority="cmdline")  # scrapy crawl -s
+    AlexaSpider.update_settings(settings)
+    assert settings.getint("CONCURRENT_REQUESTS") == 50
