@@ -25,8 +25,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 logger = logging.getLogger(__name__)
 
@@ -233,16 +235,42 @@ def resolve_url(redis_url: str | None, data_dir: str) -> str:
 def connect(url: str, *, timeout: float = 5.0) -> redis.Redis:
     """A client for ``url`` (redis://, rediss://, unix://; password in the URL).
 
+    When a redis:// or rediss:// URL names a node of a Redis Cluster (``cluster_enabled:1``),
+    the client is redis-py's ``RedisCluster``, started from that node: it follows MOVED and
+    ASK to whichever master holds a crawl's keys. Every key of a crawl shares one hash tag,
+    so each script and pipeline stays on one node.
+
     redis-py's own retries are off: the frontier retries whole operations itself against
     a deadline, so that one message says how long Redis has been away.
     """
-    return redis.Redis.from_url(
-        url,
+    options: dict[str, Any] = dict(
         socket_timeout=timeout,
         socket_connect_timeout=min(timeout, 2.0),
         retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
-        health_check_interval=30,
     )
+    client = redis.Redis.from_url(url, health_check_interval=30, **options)
+    if url.startswith(("redis://", "rediss://")) and _cluster_enabled(client):
+        client.close()
+        return _ReusableCluster.from_url(url, **options)  # type: ignore[return-value]
+    return client
+
+
+class _ReusableCluster(RedisCluster):
+    """A RedisCluster whose ``close()`` drops its connections but keeps the cluster's map,
+    so that, like ``redis.Redis``, it connects again when used after (the scheduler closes
+    its client while Scrapy's last signal handlers may still read counters)."""
+
+    def close(self) -> None:
+        self.disconnect_connection_pools()
+
+
+def _cluster_enabled(client: redis.Redis) -> bool:
+    """Whether the server runs in cluster mode; False when it cannot tell (unreachable
+    now: the caller's retries report that; INFO renamed on a managed server)."""
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.RedisError:
+        return False
 
 
 def redact(url: str) -> str:

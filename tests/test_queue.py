@@ -309,3 +309,14 @@ def test_a_junk_counter_is_reset_and_counted_never_a_failed_flush(frontier, redi
     assert int(stats[b"enqueued"]) == 1 and int(stats[b"duplicate"]) == 1
     assert int(stats[b"corrupt"]) == 2
     assert (int(stats[b"pending"]), int(stats[b"leased"])) == (0, 1)
+
+
+def test_totals_add_up_and_a_junk_total_starts_over(frontier, redis_client, caplog):
+    frontier.add_totals({"pages": 3, "items": 0, "errors": 1})
+    frontier.add_totals({"pages": 2})
+    redis_client.hset(frontier.keys.stats, "errors", "lots")  # another tool's junk
+    frontier.add_totals({"errors": 4})
+    stats = frontier.status()["stats"]
+    assert (stats["pages"], stats["errors"], stats["corrupt"]) == (5, 4, 1)
+    assert "items" not in stats  # zero deltas are not sent
+    assert "1 crawl totals in Redis held junk; reset" in caplog.text

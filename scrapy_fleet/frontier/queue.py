@@ -109,7 +109,8 @@ class RedisFrontier:
         self._on_connection_lost = on_connection_lost
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
-            for name in ("FLUSH", "REQUEUE", "LEAVE", "RECLAIM", "CHECK_FINISHED", "HEARTBEAT")
+            for name in ("FLUSH", "REQUEUE", "LEAVE", "RECLAIM", "CHECK_FINISHED", "HEARTBEAT",
+                         "CREATE", "SEEDING", "ADD_TOTALS", "NOW")
         }
         k = keys
         self._common_keys = [k.ready, k.delayed, k.nextok, k.inflight, k.stats, k.payload]
@@ -348,14 +349,8 @@ class RedisFrontier:
     def create(self, owner: str = "") -> str:
         """Create the crawl's state unless it exists; returns the crawl's id."""
         def mark() -> bytes:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hsetnx(self.keys.state, "status", "running")
-            pipe.hsetnx(self.keys.state, "started_at", f"{time.time():.3f}")
-            pipe.hsetnx(self.keys.state, "id", uuid.uuid4().hex)
-            if owner:
-                pipe.hsetnx(self.keys.state, "spider", owner)
-            pipe.hget(self.keys.state, "id")
-            return pipe.execute()[-1]
+            return self._scripts["CREATE"](keys=[self.keys.state], client=self.client,
+                                           args=[f"{time.time():.3f}", uuid.uuid4().hex, owner])
 
         self.crawl_id = _text(self.call(mark, "open the crawl"))
         return self.crawl_id
@@ -419,14 +414,9 @@ class RedisFrontier:
         """Tell other workers this one is (no longer) feeding start requests; once it has
         fed them all (``complete``) the crawl is marked seeded, else the feed was aborted."""
         def run() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            if seeding:
-                pipe.sadd(self.keys.seeding, self.worker_id)
-            else:
-                if complete:
-                    pipe.hset(self.keys.state, "seeded", "1")
-                pipe.srem(self.keys.seeding, self.worker_id)
-            pipe.execute()
+            self._scripts["SEEDING"](
+                keys=[self.keys.seeding, self.keys.state], client=self.client,
+                args=[self.worker_id, "start" if seeding else "done" if complete else "abort"])
 
         self.call(run, "record seeding", wait=wait)
 
@@ -562,24 +552,16 @@ class RedisFrontier:
 
     def add_totals(self, deltas: dict[str, int], *, wait: bool = True) -> None:
         """Add this worker's counters (pages, items, errors...) to the crawl's totals."""
-        deltas = {k: v for k, v in deltas.items() if v}
-        if not deltas:
+        args: list[Any] = []
+        for field, value in deltas.items():
+            if value:
+                args += [field, value]
+        if not args:
             return
-
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            for field, value in deltas.items():
-                pipe.hincrby(self.keys.stats, field, value)
-            for field, result in zip(deltas, pipe.execute(raise_on_error=False)):
-                if isinstance(result, redis.ResponseError) and "not an integer" in str(result):
-                    # junk written by another tool: start the total over, and say so
-                    logger.warning("Crawl total %r in Redis held junk; reset", field)
-                    self.client.hset(self.keys.stats, field, deltas[field])
-                    self.client.hincrby(self.keys.stats, "corrupt", 1)
-                elif isinstance(result, Exception):
-                    raise result
-
-        self.call(run, "update totals", wait=wait)
+        junk = int(self.run_script("ADD_TOTALS", [], args, "update totals", wait=wait))
+        if junk:
+            # written by another tool: those totals start over (counted in `corrupt`)
+            logger.warning("%d crawl totals in Redis held junk; reset", junk)
 
     def status(self) -> dict[str, Any]:
         """A snapshot of the crawl for humans: counters, state and workers."""
@@ -590,14 +572,16 @@ class RedisFrontier:
             pipe.scard(self.keys.seen)
             pipe.zrange(self.keys.workers, 0, -1, withscores=True)
             pipe.smembers(self.keys.seeding)
-            pipe.time()
             pipe.zcard(self.keys.ready)
             pipe.zcard(self.keys.delayed)
-            return pipe.execute()
+            # the clock of the crawl's own node (a cluster pipeline takes neither TIME nor
+            # scripts): heartbeats are that node's times
+            now = self._scripts["NOW"](keys=[self.keys.state], client=self.client)
+            return [*pipe.execute(), now]
 
-        stats, state, seen, workers, seeding, now, ready, delayed = self.call(
+        stats, state, seen, workers, seeding, ready, delayed, now = self.call(
             run, "read the crawl status")
-        now_ms = now[0] * 1000 + now[1] // 1000
+        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
         # anything may have been written here by another tool: junk numbers are left out
         # (and counted), junk text is shown escaped, never a traceback
         numbers: dict[str, int] = {}

