@@ -60,7 +60,7 @@ class LocalCluster:
         subprocess.run(
             [self.server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
              "--cluster-config-file", "nodes.conf", "--appendonly", "yes", "--save", "",
-             "--daemonize", "yes", "--logfile", "redis.log", "--dir", str(node)],
+             "--daemonize", "yes", "--logfile", str(node / "redis.log"), "--dir", str(node)],
             check=True, timeout=START_TIMEOUT)
         deadline = time.monotonic() + START_TIMEOUT
         while True:  # --daemonize returns before the node listens
