@@ -7,7 +7,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
@@ -53,11 +53,20 @@ class FleetConfig:
     trusted_meta: frozenset[str] = frozenset()
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     local_seen: int = 100_000  # fingerprints a worker keeps to drop sure duplicates (0: off)
+    # the crawl's seen-set (scrapy_fleet/frontier/seenset.py); for a new crawl only
+    dupefilter: str = "exact"
+    bloom_capacity: int = 10_000_000
+    bloom_error_rate: float = 0.001
 
     @property
     def heartbeat_interval(self) -> float:
         # several heartbeats per lease timeout, so one late beat never looks like a death
         return max(0.1, self.lease_timeout / 5)
+
+    def seen_options(self) -> dict[str, Any]:
+        """RedisFrontier's seen-set arguments (they shape a new crawl's seen-set)."""
+        return {"dupefilter": self.dupefilter, "bloom_capacity": self.bloom_capacity,
+                "bloom_error_rate": self.bloom_error_rate}
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> FleetConfig:
@@ -87,6 +96,9 @@ class FleetConfig:
             max_request_bytes=_max_request_bytes(settings),
             local_seen=int(number_setting(settings, "FLEET_LOCAL_SEEN", cls.local_seen,
                                           minimum=0.0)),
+            dupefilter=_dupefilter(settings),
+            bloom_capacity=_bloom_capacity(settings),
+            bloom_error_rate=_bloom_error_rate(settings),
         )
         if not config.key_prefix or "{" in config.key_prefix or "}" in config.key_prefix:
             raise ConfigError(
@@ -202,6 +214,36 @@ def _max_request_bytes(settings: BaseSettings) -> int:
         raise ConfigError(f"FLEET_MAX_REQUEST_BYTES must be below Redis's limit of "
                           f"{REDIS_MAX_BULK} bytes (512 MB), got {value:.0f}")
     return int(value)
+
+
+def _dupefilter(settings: BaseSettings) -> str:
+    from scrapy_fleet.frontier.seenset import MODES  # the seen-set owns the list
+
+    mode = str(settings.get("FLEET_DUPEFILTER") or "exact").strip().lower()
+    if mode not in MODES:
+        raise ConfigError(f"FLEET_DUPEFILTER must be one of {', '.join(MODES)}, got "
+                          f"{settings.get('FLEET_DUPEFILTER')!r}")
+    return mode
+
+
+def _bloom_capacity(settings: BaseSettings) -> int:
+    from scrapy_fleet.frontier.seenset import MAX_CAPACITY
+
+    value = number_setting(settings, "FLEET_BLOOM_CAPACITY", 10_000_000, minimum=1.0)
+    if value > MAX_CAPACITY:
+        raise ConfigError(f"FLEET_BLOOM_CAPACITY must be at most {MAX_CAPACITY:.0e} (the filter "
+                          f"grows past it by itself), got {value:.0f}")
+    return int(value)
+
+
+def _bloom_error_rate(settings: BaseSettings) -> float:
+    from scrapy_fleet.frontier.seenset import MIN_ERROR_RATE
+
+    value = number_setting(settings, "FLEET_BLOOM_ERROR_RATE", 0.001, minimum=0.0, strict=True)
+    if not MIN_ERROR_RATE <= value < 0.5:
+        raise ConfigError(f"FLEET_BLOOM_ERROR_RATE must be between {MIN_ERROR_RATE:g} and 0.5 "
+                          f"(a fraction: 0.001 is one URL in a thousand), got {value:g}")
+    return value
 
 
 def _positive(settings: BaseSettings, name: str, default: float) -> float:

@@ -141,3 +141,23 @@ def test_secret_settings_from_the_environment_win_like_s(monkeypatch):
     monkeypatch.setenv(SECRET_SETTINGS_ENV, "not json")
     with pytest.raises(ConfigError, match=SECRET_SETTINGS_ENV):  # outside a crawl task
         FleetAddon().update_settings(Settings())
+
+
+def test_seen_set_settings():
+    config = FleetConfig.from_settings(Settings())
+    assert config.seen_options() == {"dupefilter": "exact", "bloom_capacity": 10_000_000,
+                                     "bloom_error_rate": 0.001}
+    config = FleetConfig.from_settings(Settings({"FLEET_DUPEFILTER": "Bloom",
+                                                 "FLEET_BLOOM_CAPACITY": "1e6",
+                                                 "FLEET_BLOOM_ERROR_RATE": "0.0001"}))
+    assert (config.dupefilter, config.bloom_capacity, config.bloom_error_rate) == ("bloom", 10**6, 1e-4)
+    for name, value, message in [
+        ("FLEET_DUPEFILTER", "cuckoo", "must be one of exact, bloom"),
+        ("FLEET_BLOOM_CAPACITY", "0", "must be at least 1"),
+        ("FLEET_BLOOM_CAPACITY", "1e12", "must be at most"),
+        ("FLEET_BLOOM_ERROR_RATE", "0", "must be greater than 0"),
+        ("FLEET_BLOOM_ERROR_RATE", "1", "a fraction"),
+        ("FLEET_BLOOM_ERROR_RATE", "lots", "must be a number"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            FleetConfig.from_settings(Settings({name: value}))

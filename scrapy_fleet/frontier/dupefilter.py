@@ -1,20 +1,23 @@
-"""The fleet's dupefilter: binary request fingerprints in one Redis SET per crawl.
+"""The fleet's dupefilter: binary request fingerprints, checked against the crawl's
+seen-set in Redis (exact or Bloom: scrapy_fleet/frontier/seenset.py).
 
 With :class:`~scrapy_fleet.frontier.scheduler.FleetScheduler` the seen-check happens
 inside the push script (dedupe + enqueue in one round trip), so the scheduler only asks
 this class for fingerprints and for logging. ``request_seen`` works on its own too, for
-projects that keep another scheduler but want one seen-set for all their processes.
+projects that keep another scheduler but want one seen-set for all their processes: it
+runs the same check-and-add script, one round trip per request.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.dupefilters import BaseDupeFilter
 
 from scrapy_fleet.config import FleetConfig
 from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.redis_server import connect, resolve_url
 
 if TYPE_CHECKING:
@@ -33,17 +36,20 @@ class FleetDupeFilter(BaseDupeFilter):
         *,
         fingerprinter: RequestFingerprinterProtocol,
         debug: bool = False,
-        seen_key: str | None = None,
+        keys: CrawlKeys | None = None,
         redis_url: str | None = None,
         data_dir: str = ".fleet",
         client: redis.Redis | None = None,
+        seen_options: dict[str, Any] | None = None,
     ) -> None:
         self.fingerprinter = fingerprinter
         self.debug = debug
-        self.seen_key = seen_key
+        self.keys = keys
         self._redis_url = redis_url
         self._data_dir = data_dir
         self._client = client
+        self._seen_options = seen_options or {}  # FleetConfig.seen_options()
+        self._frontier: RedisFrontier | None = None
         self._logged_once = False
 
     @classmethod
@@ -53,9 +59,10 @@ class FleetDupeFilter(BaseDupeFilter):
         return cls(
             fingerprinter=crawler.request_fingerprinter,
             debug=crawler.settings.getbool("DUPEFILTER_DEBUG"),
-            seen_key=CrawlKeys(config.key_prefix, spider_name).seen,
+            keys=CrawlKeys(config.key_prefix, spider_name),
             redis_url=config.redis_url,
             data_dir=config.data_dir,
+            seen_options=config.seen_options(),
         )
 
     def fingerprint(self, request: Request) -> bytes:
@@ -63,10 +70,15 @@ class FleetDupeFilter(BaseDupeFilter):
         return self.fingerprinter.fingerprint(request)
 
     def request_seen(self, request: Request) -> bool:
-        if self._client is None:  # connect lazily: FleetScheduler never calls this
-            self._client = connect(resolve_url(self._redis_url, self._data_dir))
-        assert self.seen_key is not None
-        return self._client.sadd(self.seen_key, self.fingerprint(request)) == 0
+        if self._frontier is None:  # connect lazily: FleetScheduler never calls this
+            assert self.keys is not None, "FleetDupeFilter needs the crawl's keys"
+            url = resolve_url(self._redis_url, self._data_dir)
+            if self._client is None:
+                self._client = connect(url)
+            # only its seen-set is used: this process never leases
+            self._frontier = RedisFrontier(self._client, self.keys, "dupefilter", url=url,
+                                           **self._seen_options)
+        return self._frontier.seen_add([self.fingerprint(request)])[0]
 
     def log(self, request: Request, spider: Spider) -> None:
         if self.debug:
@@ -82,6 +94,7 @@ class FleetDupeFilter(BaseDupeFilter):
         spider.crawler.stats.inc_value("dupefilter/filtered")
 
     def close(self, reason: str) -> None:
+        self._frontier = None
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -20,8 +20,9 @@ class CrawlKeys:
         return self.base + "seq"
 
     @property
-    def seen(self) -> str:
-        return self.base + "seen"
+    def seen(self) -> SeenKeys:
+        """The seen-set's keys (scrapy_fleet/frontier/seenset.py)."""
+        return SeenKeys(self.base)
 
     @property
     def payload(self) -> str:
@@ -109,7 +110,42 @@ class CrawlKeys:
     @property
     def pattern(self) -> str:
         """Matches every key of this crawl (for a fresh start)."""
-        return self.base.replace("{", "\\{").replace("}", "\\}") + "*"
+        return glob_escape(self.base) + "*"
+
+
+class SeenKeys:
+    """The keys of one seen-set, all under ``base`` (a crawl's prefix today; one
+    partition's, with its own hash tag, once a crawl is split), so that one script can
+    check and fill the seen-set of the requests it enqueues there."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    @property
+    def legacy(self) -> str:
+        """The SET of 20-byte fingerprints that crawls made before the seen-set kept;
+        read and moved into the seen-set when such a crawl resumes."""
+        return self.base + "seen"
+
+    @property
+    def meta(self) -> str:
+        """The HASH of the seen-set: its mode and counts; the exact set's buckets too."""
+        return self.base + "seenset"
+
+    def block(self, layer: int, index: int) -> str:
+        """One block (a bitmap STRING) of a Bloom layer. Scripts parse the two numbers back
+        from the end of the name: keep them last."""
+        return f"{self.base}bloom:{layer}:{index}"
+
+    @property
+    def blocks_pattern(self) -> str:
+        """Matches every Bloom block of this seen-set (for measuring it)."""
+        return glob_escape(self.base) + "bloom:*"
+
+
+def glob_escape(text: str) -> str:
+    """``text`` for a SCAN MATCH pattern (the hash tag's braces taken literally)."""
+    return text.replace("{", "\\{").replace("}", "\\}")
 
 
 def hash_tag(key: str) -> str:

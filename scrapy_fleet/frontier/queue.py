@@ -20,6 +20,7 @@ import redis
 
 from scrapy_fleet.frontier import scripts
 from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.frontier.seenset import STATUS_FIELDS, SeenSet
 from scrapy_fleet.redis_server import RedisUnavailable, redact
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ T = TypeVar("T")
 PushEntry = tuple[bytes, str, int, bytes]  # fingerprint (b"" = unfiltered), slot, priority, payload
 MAX_PRIORITY = 4000  # |priority| * 2^40 + id must stay exact in a double
 MAX_CALL_BYTES = 64 << 20  # pushes sent in one script call at most (Redis takes up to 1 GB)
+STALE_RETRIES = 5  # a seen-set that changes under every try is a fault, not a loop
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
 
 
@@ -97,6 +99,9 @@ class RedisFrontier:
         concurrency_per_slot: int = 8,
         retry_timeout: float = 10.0,
         on_connection_lost: Callable[[], None] | None = None,
+        dupefilter: str = "exact",
+        bloom_capacity: int = 10_000_000,
+        bloom_error_rate: float = 0.001,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -110,8 +115,11 @@ class RedisFrontier:
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
             for name in ("FLUSH", "REQUEUE", "LEAVE", "RECLAIM", "CHECK_FINISHED", "HEARTBEAT",
-                         "CREATE", "SEEDING", "ADD_TOTALS", "NOW")
+                         "CREATE", "SEEDING", "ADD_TOTALS", "NOW", "SEEN_INIT", "SEEN_ADD")
         }
+        # the seen-set: `dupefilter` and the Bloom settings apply to a new crawl only
+        self.seen = SeenSet(keys.seen, mode=dupefilter, bloom_capacity=bloom_capacity,
+                            bloom_error_rate=bloom_error_rate)
         k = keys
         self._common_keys = [k.ready, k.delayed, k.nextok, k.inflight, k.stats, k.payload]
         self._common_args: list[Any] = [k.queue_prefix, self.cap]
@@ -460,23 +468,28 @@ class RedisFrontier:
                               duplicates=duplicates)
             last.pushed = flags + last.pushed
             return last
-        args: list[Any] = [self.crawl_id, len(pushes), len(acks), len(invalid), pop,
+        head: list[Any] = [self.crawl_id, len(pushes), len(acks), len(invalid), pop,
                            self.delay_ms, self.worker_id, feed_bad, duplicates]
+        tail: list[Any] = []
         for fp, slot, priority, blob in pushes:
-            args += [fp, slot, max(-MAX_PRIORITY, min(MAX_PRIORITY, priority)), blob]
-        args += [*acks, *invalid]
-        keys = [self.keys.seq, self.keys.seen, self._lease_key, self.keys.workers,
-                self.keys.slot_delay, self.keys.state]
+            tail += [fp, slot, max(-MAX_PRIORITY, min(MAX_PRIORITY, priority)), blob]
+        tail += [*acks, *invalid]
+        seen = self.keys.seen
+        keys = [self.keys.seq, seen.legacy, self._lease_key, self.keys.workers,
+                self.keys.slot_delay, self.keys.state, seen.meta]
+        fingerprints = [entry[0] for entry in pushes]
 
         def run() -> list[Any]:
+            blocks = self.seen.block_keys(fingerprints)
             try:
-                return self._script("FLUSH", keys, args)
+                return self._script("FLUSH", [*keys, *blocks],
+                                    [*head, *self.seen.view_args(), *tail])
             except _TRANSIENT:
                 if pop:
                     self._reconcile = True  # the script may have run: check leases after
                 raise
 
-        reply = self.call(run, "update the frontier", wait=wait)
+        reply = self._seen_call(run, "update the frontier", bool(pushes), wait=wait)
         if reply[0] == b"done":
             return FlushResult([False] * len(pushes), [], finished=True)
         if reply[0] == b"lost":
@@ -494,6 +507,62 @@ class RedisFrontier:
         return FlushResult([bool(x) for x in flags], popped,
                            None if due_ms < 0 else due_ms / 1000, [_text(j) for j in junk],
                            int(pending))
+
+    # --- the seen-set (seenset.py) ------------------------------------------------
+
+    def _seen_call(self, run: Callable[[], Any], what: str, checks: bool, *,
+                   wait: bool = True) -> Any:
+        """``run`` a script that checks the seen-set (if ``checks``), with this worker's
+        view of it read first; a "stale" answer (another worker added a Bloom layer, the
+        seen-set was remade) changed nothing: read it again and retry."""
+        for _ in range(STALE_RETRIES):
+            if checks and self.seen.view is None:
+                self.read_seen(wait=wait)
+            reply = self.call(run, what, wait=wait)
+            if reply[0] != b"stale":
+                return reply
+            self.seen.forget()
+        raise FrontierFault(
+            f"the seen-set of {self.keys.spider!r} in Redis at {redact(self.url)} changed under "
+            f"each of {STALE_RETRIES} tries to {what}: is another tool rewriting "
+            f"{self.keys.seen.meta!r}?")
+
+    def read_seen(self, *, wait: bool = True) -> None:
+        """Read the seen-set's mode and Bloom layers (making it, if the crawl has none)."""
+        seen = self.seen
+        reply = self.call(
+            lambda: self._script("SEEN_INIT", [seen.keys.meta, seen.keys.legacy], seen.init_args()),
+            "read the seen-set", wait=wait)
+        seen.load(reply)
+
+    def seen_add(self, fingerprints: Sequence[bytes], *, add: bool = True,
+                 wait: bool = True) -> list[bool]:
+        """Which ``fingerprints`` the seen-set holds; with ``add``, those it did not hold
+        are added (atomically: of two callers adding one fingerprint, one sees it new)."""
+        if not fingerprints:
+            return []
+        keys = [self.keys.seen.meta, self.keys.seen.legacy]
+
+        def run() -> list[Any]:
+            return self._script("SEEN_ADD", [*keys, *self.seen.block_keys(fingerprints)],
+                                [*self.seen.view_args(), "1" if add else "0", *fingerprints])
+
+        reply = self._seen_call(run, "check the seen-set", True, wait=wait)
+        return [bool(flag) for flag in reply[1]]
+
+    def seen_status(self) -> dict[str, Any]:
+        """The seen-set's mode and size; a Bloom filter's fill and estimated false
+        positive rate (SeenSet.describe). Junk in its keys reads as empty."""
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(self.keys.seen.meta, STATUS_FIELDS)
+            pipe.scard(self.keys.seen.legacy)
+            return pipe.execute(raise_on_error=False)
+
+        fields, legacy = self.call(run, "read the seen-set")
+        if isinstance(fields, Exception):
+            fields = []
+        return SeenSet.describe(fields, legacy if isinstance(legacy, int) else 0)
 
     def _lost_message(self, what: str) -> str:
         return (f"the crawl of {self.keys.spider!r} in Redis at {redact(self.url)} was lost "
@@ -569,7 +638,6 @@ class RedisFrontier:
             pipe = self.client.pipeline(transaction=False)
             pipe.hgetall(self.keys.stats)
             pipe.hgetall(self.keys.state)
-            pipe.scard(self.keys.seen)
             pipe.zrange(self.keys.workers, 0, -1, withscores=True)
             pipe.smembers(self.keys.seeding)
             pipe.zcard(self.keys.ready)
@@ -579,8 +647,9 @@ class RedisFrontier:
             now = self._scripts["NOW"](keys=[self.keys.state], client=self.client)
             return [*pipe.execute(), now]
 
-        stats, state, seen, workers, seeding, ready, delayed, now = self.call(
+        stats, state, workers, seeding, ready, delayed, now = self.call(
             run, "read the crawl status")
+        seen = self.seen_status()
         now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
         # anything may have been written here by another tool: junk numbers are left out
         # (and counted), junk text is shown escaped, never a traceback
@@ -602,7 +671,8 @@ class RedisFrontier:
             "stats": numbers,
             "waiting": waiting,  # None, or why no queued request can be leased right now
             "state": {_text(k): _text(v) for k, v in state.items()},
-            "seen": int(seen),
+            "seen": seen["count"],  # fingerprints in the seen-set (kept by the scripts)
+            "seenset": seen,
             "workers": [
                 {
                     "id": _text(w),

@@ -198,6 +198,7 @@ class FleetScheduler(BaseScheduler):
                 concurrency_per_slot=config.concurrency_per_slot,
                 retry_timeout=config.redis_retry_timeout,
                 on_connection_lost=(lambda: ensure_embedded_server(config.data_dir)) if embedded else None,
+                **config.seen_options(),
             )
             owner = f"{type(spider).__module__}.{type(spider).__qualname__}"
             outcome = self.frontier.open(fresh=config.fresh, restart_finished=config.seed,
@@ -252,6 +253,24 @@ class FleetScheduler(BaseScheduler):
                     kind, ", ".join(repr(s.key) for s in sources), feeder.batch_size)
         return feeder
 
+    def _record_seen_set(self) -> None:
+        """The crawl's seen-set in this worker's stats: its size, and a Bloom filter's fill
+        and estimated false-positive rate (the share of new URLs it drops wrongly)."""
+        seen = self.frontier.seen_status()
+        self.stats.set_value("fleet/seen/mode", seen["mode"])
+        self.stats.set_value("fleet/seen/count", seen["count"])
+        bloom = seen.get("bloom")
+        if bloom:
+            self.stats.set_value("fleet/seen/bloom_layers", bloom["layers"])
+            self.stats.set_value("fleet/seen/bloom_fill", round(bloom["fill"], 4))
+            self.stats.set_value("fleet/seen/bloom_fp_rate", float(f"{bloom['fp_rate']:.3g}"))
+            if bloom["fp_rate"] > self.config.bloom_error_rate:
+                logger.warning(
+                    "The crawl's Bloom seen-set estimates a false-positive rate of %.2g, above "
+                    "FLEET_BLOOM_ERROR_RATE %.2g (%d layers; it was made with other settings, "
+                    "or reached its largest size): that share of new URLs is dropped as "
+                    "duplicates", bloom["fp_rate"], self.config.bloom_error_rate, bloom["layers"])
+
     def close(self, reason: str) -> None:
         if self._tick is not None and self._tick.running:
             self._tick.stop()
@@ -278,6 +297,7 @@ class FleetScheduler(BaseScheduler):
                 if self.feeder is not None:
                     self.feeder.close()
             handed_back = self.frontier.leave()
+            self._record_seen_set()
             self.frontier.record_outcome({
                 "reason": reason,
                 "pages": int(self.stats.get_value("response_received_count", 0)),

@@ -32,6 +32,8 @@ they change nothing and answer ``lost``, and the worker stops with that message.
 
 from __future__ import annotations
 
+from scrapy_fleet.frontier.seenset import SEEN_LUA
+
 PRELUDE = r"""
 local K = {ready = KEYS[1], delayed = KEYS[2], nextok = KEYS[3], inflight = KEYS[4],
            stats = KEYS[5], payload = KEYS[6], qprefix = ARGV[1], cap = tonumber(ARGV[2])}
@@ -212,66 +214,61 @@ end
 # requests, then acknowledge finished ones, then lease more. Pushes come before acks so a
 # request is never forgotten before its children are stored; being one script, a failure
 # (Redis out of memory) stores nothing and acknowledges nothing.
-# KEYS[7] seq  KEYS[8] seen  KEYS[9] lease:<worker>  KEYS[10] workers  KEYS[11] slotdelay
-# KEYS[12] state
+# KEYS[7] seq  KEYS[8] seen (the SET of an old crawl: seenset.py)  KEYS[9] lease:<worker>
+# KEYS[10] workers  KEYS[11] slotdelay  KEYS[12] state  KEYS[13] seenset
+# KEYS[14..] the Bloom blocks the pushes' fingerprints fall in (SeenSet.block_keys)
 # ARGV[3] crawl id  ARGV[4] pushes P  ARGV[5] acks A  ARGV[6] invalid I  ARGV[7] pop n
 # ARGV[8] default delay ms  ARGV[9] worker id
 # ARGV[10] start entries found bad since the last flush (counted with the pushes of the
 #          same batches, so the count is exact: a batch never stored is counted again)
 # ARGV[11] duplicates the worker dropped itself (its SeenCache) since the last flush
-# ARGV[12..] P groups of 4 (fingerprint ("" = dont_filter), slot, priority, payload),
+# ARGV[12] the seen-set's mode as the worker knows it  ARGV[13] its Bloom layer count
+# ARGV[14..] P groups of 4 (fingerprint ("" = dont_filter), slot, priority, payload),
 #            then A acked ids, then I ids of entries the worker could not decode.
 # Returns {"ok", {1 enqueued / 0 duplicate per push}, {id1, payload1, ...},
 #          ms until the first delayed slot comes due (-1: none), ids found lost,
 #          queue members dropped as junk (never issued by this frontier), pending gauge}
 #      or {"lost", state id found ("" if none)} having changed nothing,
 #      or {"done"} having changed nothing: pushes into a finished crawl would never run
-#      (a keep-alive crawl ended by its idle timeout; the feeder gives its entries back).
-FLUSH = PRELUDE + r"""
+#      (a keep-alive crawl ended by its idle timeout; the feeder gives its entries back),
+#      or {"stale"} having changed nothing: the worker's view of the seen-set (ARGV[12],
+#      ARGV[13], KEYS[14..]) is out of date; it reads the seen-set again and retries.
+FLUSH = PRELUDE + SEEN_LUA + r"""
 local state = redis.call('HMGET', KEYS[12], 'id', 'status')
 if state[1] ~= ARGV[3] then return {'lost', state[1] or ''} end
 if state[2] == 'done' and tonumber(ARGV[4]) > 0 then return {'done'} end
+-- the push's seen-set check, planned before anything is written: a stale view of the
+-- seen-set changes nothing
+local seen_plan
+if tonumber(ARGV[4]) > 0 then
+  local fps = {}
+  for g = 0, tonumber(ARGV[4]) - 1 do fps[g + 1] = ARGV[14 + 4 * g] end
+  seen_plan = seen_prepare(KEYS[13], KEYS[8], 14, ARGV[12], ARGV[13], fps)
+  if not seen_plan then return {'stale'} end
+end
 check_gauges()
 local now = now_ms()
 local P, A, I, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local base = 12
+local base = 14
 local pushed = {}
 local bad, local_dups = tonumber(ARGV[10]), tonumber(ARGV[11])
 if bad > 0 then incr(K.stats, 'feed_bad', bad) end
 if local_dups > 0 then incr(K.stats, 'duplicate', local_dups) end
 
--- 1. push: one SMISMEMBER for the batch; `seen` also catches repeats within the batch
+-- 1. push: the seen-set checks the batch's fingerprints and records the new ones, repeats
+-- within the batch included ("" = dont_filter: never checked)
 if P > 0 then
-  local fps = {}
-  for g = 0, P - 1 do
-    local fp = ARGV[base + 4 * g]
-    if fp ~= '' then fps[#fps + 1] = fp end
-  end
-  local seen, new_fps = {}, {}
-  for i = 1, #fps, 4000 do
-    local chunk_end = math.min(i + 3999, #fps)
-    local flags = redis.call('SMISMEMBER', KEYS[8], unpack(fps, i, chunk_end))
-    for j = i, chunk_end do
-      if flags[j - i + 1] == 1 then seen[fps[j]] = true end
-    end
-  end
+  local seen = seen_apply(seen_plan, true)
   local accepted = {}
   for g = 0, P - 1 do
-    local i = base + 4 * g
-    local fp = ARGV[i]
-    if fp ~= '' and seen[fp] then
+    if seen[g + 1] then
       pushed[#pushed + 1] = 0
     else
-      if fp ~= '' then
-        seen[fp] = true
-        new_fps[#new_fps + 1] = fp
-      end
-      accepted[#accepted + 1] = i
+      accepted[#accepted + 1] = base + 4 * g
       pushed[#pushed + 1] = 1
     end
   end
   local added = #accepted
-  if #new_fps > 0 then call_many('SADD', KEYS[8], new_fps) end
   if added > 0 then
     local first = read_seq(KEYS[7])
     redis.call('SET', KEYS[7], first + added)
@@ -419,6 +416,29 @@ if n > 0 then
   if #first > 0 then due = math.max(0, tonumber(first[2]) - now) end
 end
 return {'ok', pushed, out, due, lost, junk, num(redis.call('HGET', K.stats, 'pending'), 0)}
+"""
+
+# Make the crawl's seen-set if it has none, repair junk in its HASH, and describe it
+# (seenset.py). KEYS[7] seenset  KEYS[8] seen (an old crawl's SET)
+# ARGV[3] mode for a new seen-set  ARGV[4] Bloom capacity  ARGV[5] Bloom error rate
+# Returns {mode, first layer's capacity, bits per fingerprint, layer count} (0s: exact).
+SEEN_INIT = PRELUDE + SEEN_LUA + r"""
+return seen_init(KEYS[7], KEYS[8], ARGV[3], ARGV[4], ARGV[5])
+"""
+
+# Check fingerprints against the seen-set and (ARGV[5] = "1") add those not seen, as the
+# push does (FleetDupeFilter.request_seen with another scheduler; "0": only check).
+# KEYS[7] seenset  KEYS[8] seen (an old crawl's SET)  KEYS[9..] Bloom blocks
+# ARGV[3] mode  ARGV[4] Bloom layer count (the worker's view)  ARGV[5] add  ARGV[6..] fps
+# Returns {"ok", {1 seen / 0 not, per fingerprint}} or {"stale"} having changed nothing.
+SEEN_ADD = PRELUDE + SEEN_LUA + r"""
+local fps = {}
+for i = 6, #ARGV do fps[#fps + 1] = ARGV[i] end
+local plan = seen_prepare(KEYS[7], KEYS[8], 9, ARGV[3], ARGV[4], fps)
+if not plan then return {'stale'} end
+local out = {}
+for i, seen in ipairs(seen_apply(plan, ARGV[5] == '1')) do out[i] = seen and 1 or 0 end
+return {'ok', out}
 """
 
 # Hand some leased ids back to the queue (leases lost in a failed round trip).

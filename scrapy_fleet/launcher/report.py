@@ -69,6 +69,11 @@ def format_status(spider: str, url: str, status: dict[str, Any]) -> str:
     lines.append(f"  seeded    {'yes' if state.get('seeded') == '1' else 'not yet (start requests still being fed)'}")
     lines.append(f"  pending {stats.get('pending', 0)}  leased {stats.get('leased', 0)}  "
                  f"seen {status['seen']}")
+    bloom = status.get("seenset", {}).get("bloom")
+    if bloom:
+        lines.append(f"  seen-set Bloom: {bloom['layers']} layer(s) for {bloom['capacity']:,} URLs, "
+                     f"{bloom['fill']:.0%} of {bloom['bytes']:,} bytes set, estimated "
+                     f"false-positive rate {bloom['fp_rate']:.2g}")
     names = ["pages", "items", "errors", "download_errors", "enqueued", "duplicate", "popped",
              "acked", "reclaimed", "requeued", "invalid"]
     lines.append("  totals  " + "  ".join(f"{n} {stats.get(n, 0)}" for n in names))

@@ -28,6 +28,7 @@ def launcher_frontier(url: str, keys: CrawlKeys, config: FleetConfig) -> RedisFr
         concurrency_per_slot=config.concurrency_per_slot,  # to say when hosts are at it
         # short: a launcher that waits on Redis cannot watch its children meanwhile
         retry_timeout=min(2.0, config.redis_retry_timeout),
+        **config.seen_options(),
     )
 
 
