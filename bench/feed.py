@@ -242,7 +242,7 @@ def run_fleet(url: str, admin: redis.Redis, transport: str, entries: list[bytes]
     checks = {
         "entries taken": taken,
         "frontier pending": int(redis_stats.get("pending", -1)),
-        "seen-set SCARD": admin.scard(keys.seen),
+        "seen-set count": int(admin.hget(keys.seen.meta, "n") or 0),
         "payload HLEN": admin.hlen(keys.payload),
         "fleet/feed/entries": crawler.stats.get_value("fleet/feed/entries", 0),
         "fleet/feed/requests": crawler.stats.get_value("fleet/feed/requests", 0),

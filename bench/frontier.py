@@ -17,7 +17,7 @@ implementations so that machine noise hits both alike; the figure is the median.
 Round trips are counted by wrapping redis-py's ``send_packed_command`` (every command or
 pipeline sent is one write followed by one wait for the reply) and divided by N.
 
-Bytes per fingerprint: MEMORY USAGE of each run's seen-set / SCARD, and the ``used_memory``
+Bytes per fingerprint: MEMORY USAGE of each run's seen-set / its count, and the ``used_memory``
 delta of 100,000 fingerprints stored in each format (plus variants that would shrink it).
 
 scrapy-redis is a bench-only dependency: ``pip install -e .[bench]`` or
@@ -60,7 +60,7 @@ from scrapy.utils.reactor import install_reactor  # noqa: E402
 
 from scrapy_fleet.config import FleetConfig  # noqa: E402
 from scrapy_fleet.frontier.dupefilter import FleetDupeFilter  # noqa: E402
-from scrapy_fleet.frontier.keys import CrawlKeys  # noqa: E402
+from scrapy_fleet.frontier.keys import CrawlKeys, SeenKeys  # noqa: E402
 from scrapy_fleet.frontier.scheduler import FleetScheduler  # noqa: E402
 from scrapy_fleet.redis_server import (  # noqa: E402
     ensure_embedded_server,
@@ -153,8 +153,13 @@ def _crawler(settings: dict[str, Any]) -> Crawler:
     return crawler
 
 
-def _seen_memory(client: redis.Redis, key: str) -> tuple[int, int]:
-    return int(client.memory_usage(key, samples=0) or 0), int(client.scard(key))
+def _seen_memory(client: redis.Redis, seen: SeenKeys | str) -> tuple[int, int]:
+    """A seen-set's bytes and fingerprint count: ours (one HASH: seenset.py), or
+    scrapy-redis's SET."""
+    if isinstance(seen, str):
+        return int(client.memory_usage(seen, samples=0) or 0), int(client.scard(seen))
+    return (int(client.memory_usage(seen.meta, samples=0) or 0),
+            int(client.hget(seen.meta, "n") or 0))
 
 
 def _server_cpu(client: redis.Redis) -> float:

@@ -72,13 +72,13 @@ def queued_bytes(url: str, stored: list[bytes], reqs: list[Request]) -> tuple[fl
         frontier.flush([(str(n).encode(), r.url.split("/")[2], 0, b)
                         for n, (r, b) in enumerate(zip(reqs[i:i + batch], stored[i:i + batch]), i)])
     after = client.info("memory")["used_memory"]
-    seen = client.memory_usage(keys.seen, samples=0) or 0
+    seen = client.memory_usage(keys.seen.meta, samples=0) or 0
     others = 0
     for key in client.scan_iter(match=keys.pattern, count=1000):
-        if key != keys.seen.encode():
+        if key != keys.seen.meta.encode():
             others += client.memory_usage(key, samples=0) or 0
             client.delete(key)  # DEL, not UNLINK: freed before the next run's baseline
-    client.delete(keys.seen)
+    client.delete(keys.seen.meta)
     n = len(stored)
     return (after - before - seen) / n, others / n, seen / n
 
