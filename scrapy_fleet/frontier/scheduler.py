@@ -25,6 +25,8 @@ import time
 import uuid
 import weakref
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -148,6 +150,9 @@ class FleetScheduler(BaseScheduler):
         self._holding_pushes = False  # a start batch is being enqueued: one flush after it
         self._seen = SeenCache(config.local_seen)  # fingerprints the crawl surely has
         self._local_duplicates = 0  # dropped by _seen, not yet added to the crawl's stats
+        self._io: ThreadPoolExecutor | None = None  # the Redis thread: one flush at a time
+        self._in_flight: tuple[Future[FlushResult], _FlushCall] | None = None
+        self._closing = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -282,6 +287,8 @@ class FleetScheduler(BaseScheduler):
             logger.error("scrapy-fleet: this worker stopped: %s", self.fatal)
         if self.frontier is None:
             return
+        self._closing = True  # no more round trips but the last flush and the hand-back
+        self._wait_in_flight()
         if self.fatal_status == EXIT_REDIS_UNAVAILABLE or isinstance(self._fault, CrawlLost):
             logger.error(
                 "Requests held by worker %s return to the queue %.0f s after its last "
@@ -340,16 +347,14 @@ class FleetScheduler(BaseScheduler):
         self._pushes.append((fingerprint, slot_of(request, self.crawler), int(request.priority), blob))
         self._push_requests.append(request)
         if len(self._pushes) >= _PUSH_BUFFER_LIMIT and not self._holding_pushes:
-            self._guarded(self._flush)
+            self._flush_soon()
         return True
 
     def next_request(self) -> Request | None:
         # An empty pop is not retried before the next tick, unless we have new links of
         # our own to push (they go in the same round trip as the pop).
-        if not self._buffer and not self.finished and (
-            self._pushes or time.monotonic() >= self._empty_until
-        ):
-            self._guarded(self._fill)
+        if not self.finished and (not self._buffer or self._in_flight is None):
+            self._prefetch()
         while self._buffer:
             lease, blob = self._buffer.popleft()
             try:
@@ -364,18 +369,24 @@ class FleetScheduler(BaseScheduler):
 
     # --- Redis round trips ----------------------------------------------------------
 
-    def _fill(self) -> None:
-        self._maybe_feed()
-        free = self.concurrent_requests
+    def _free_slots(self) -> int:
+        """Requests to lease now: free download slots, less those leased and waiting here."""
+        free = self.concurrent_requests - len(self._buffer)
         if self.crawler is not None and self.crawler.engine is not None:
             free -= len(self.crawler.engine.downloader.active)
-        result = self._flush(pop=max(1, min(self.config.batch_size, free)))
+        return min(self.config.batch_size, free)
+
+    def _took(self, result: FlushResult, pop: int) -> None:
+        """Book what a flush with a pop leased."""
+        if not pop:
+            return
         for member in result.junk:  # dropped (and counted in Redis) by the pop script
             self._count_invalid(member, None, "not an id this frontier issued")
         if result.popped:
             self._buffer.extend(result.popped)
             self.stats.inc_value("fleet/leased", len(result.popped))
-        else:
+            self._wake_engine()
+        elif not self._buffer:
             # Politeness: when a slot held back by its delay comes due before the next
             # tick, pop right then (else a 0.25 s delay would be served as 0.4 s).
             wait = self.config.poll_interval
@@ -417,33 +428,46 @@ class FleetScheduler(BaseScheduler):
         self._wake_at = reactor.callLater(seconds, self._wake_engine)
 
     def _flush(self, pop: int = 0, *, wait: bool = False) -> FlushResult:
-        """One round trip; on the reactor thread (``wait`` off) it never sleeps: while
-        Redis is away it raises RedisRetryLater and the buffers are kept for next time."""
-        assert self.frontier is not None
-        pushes, requests = self._pushes, self._push_requests
-        acks, invalid = self._acks, self._invalid
-        self._pushes, self._push_requests, self._acks, self._invalid = [], [], [], []
-        batches, bad = self.feeder.unflushed() if self.feeder is not None else ([], 0)
-        local_duplicates, self._local_duplicates = self._local_duplicates, 0
+        """One round trip, on this thread; on the reactor thread (``wait`` off) it never
+        sleeps: while Redis is away it raises RedisRetryLater and the buffers are kept
+        for next time."""
+        call = self._take_buffers(pop, wait)
         try:
-            result = self.frontier.flush(
-                pushes, acks, invalid, pop=pop, held=self._held | {i for i, _ in self._buffer},
-                wait=wait, feed_bad=bad, duplicates=local_duplicates,
-            )
+            result = call.run()
         except BaseException:
-            # keep everything for the next attempt (or for the lease timeout to recover)
-            self._pushes, self._push_requests = pushes + self._pushes, requests + self._push_requests
-            self._acks, self._invalid = acks + self._acks, invalid + self._invalid
-            if self.feeder is not None:
-                self.feeder.restore(batches, bad)
-            self._local_duplicates += local_duplicates
+            self._restore(call)
             raise
+        return self._stored(call, result)
+
+    def _take_buffers(self, pop: int, wait: bool) -> _FlushCall:
+        """What the next flush sends: every buffered push and ack, leaving the buffers empty."""
+        assert self.frontier is not None
+        batches, bad = self.feeder.unflushed() if self.feeder is not None else ([], 0)
+        call = _FlushCall(self.frontier, self._pushes, self._push_requests, self._acks,
+                          self._invalid, batches, bad, self._local_duplicates, pop,
+                          self._held | {i for i, _ in self._buffer}, wait)
+        self._pushes, self._push_requests, self._acks, self._invalid = [], [], [], []
+        self._local_duplicates = 0
+        return call
+
+    def _restore(self, call: _FlushCall) -> None:
+        """A flush failed: keep all it carried for the next one (or for the lease timeout
+        to recover)."""
+        self._pushes, self._push_requests = call.pushes + self._pushes, call.requests + self._push_requests
+        self._acks, self._invalid = call.acks + self._acks, call.invalid + self._invalid
+        if self.feeder is not None:
+            self.feeder.restore(call.batches, call.bad)
+        self._local_duplicates += call.duplicates
+
+    def _stored(self, call: _FlushCall, result: FlushResult) -> FlushResult:
+        """Book a flush's result: stats, the local seen-cache, the start batches it stored."""
+        pushes, batches = call.pushes, call.batches
         if result.finished:
             # the crawl ended (a keep-alive crawl's idle timeout) before these were stored
             logger.info("The crawl has finished; %d requests not stored were dropped", len(pushes))
             self.finished = True
             if self.feeder is not None and batches:
-                self.feeder.give_back(batches, wait=wait)
+                self.feeder.give_back(batches, wait=call.wait)
             return result
         if self.feeder is not None:
             self.feeder.stored(batches)
@@ -454,12 +478,84 @@ class FleetScheduler(BaseScheduler):
             self.stats.inc_value("fleet/enqueued", added)
             if added < len(pushes):
                 self.stats.inc_value("fleet/duplicate", len(pushes) - added)
-                for request, ok in zip(requests, result.pushed):
+                for request, ok in zip(call.requests, result.pushed):
                     if not ok:
                         self.df.log(request, self.spider)
-        if acks:
-            self.stats.inc_value("fleet/acked", len(acks))
+        if call.acks:
+            self.stats.inc_value("fleet/acked", len(call.acks))
         return result
+
+    # --- round trips off the reactor thread -------------------------------------------
+
+    def _flush_soon(self, pop: int = 0) -> bool:
+        """Start a flush on the Redis thread, unless one is under way (its buffers then
+        wait for the next). The reactor never waits for Redis: the result comes back to
+        it through ``_flush_done``. Without a running reactor (tools, benches), the flush
+        runs here and now. True if a flush ran or started."""
+        if self._in_flight is not None or self.fatal is not None or self._closing:
+            return False
+        if not _reactor_running():
+            self._guarded(lambda: self._took(self._flush(pop), pop))
+            return True
+        if time.monotonic() < self._retry_at:
+            return False  # Redis is away: the next attempt is due later (the tick comes back)
+        from twisted.internet import reactor
+
+        call = self._take_buffers(pop, wait=False)
+        if self._io is None:
+            self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-redis")
+        future = self._io.submit(call.run)
+        self._in_flight = (future, call)
+        future.add_done_callback(lambda f: reactor.callFromThread(self._flush_done, f))
+        return True
+
+    def _flush_done(self, future: Future[FlushResult]) -> None:
+        """Back on the reactor thread: book the flush that ``future`` ran."""
+        if self._in_flight is None or self._in_flight[0] is not future:
+            return  # close() has booked it already
+        call = self._in_flight[1]
+        self._in_flight = None
+
+        def book() -> None:
+            try:
+                result = future.result()
+            except BaseException:
+                self._restore(call)
+                raise
+            self._took(self._stored(call, result), call.pop)
+
+        self._guarded(book, gate=False)
+        if not self.finished and self.fatal is None:
+            self._prefetch()
+
+    def _wait_in_flight(self) -> None:
+        """Shutting down: wait for the flush under way, then book it here."""
+        if self._in_flight is not None:
+            future = self._in_flight[0]
+            try:
+                future.result(timeout=self.config.redis_retry_timeout + 30)
+            except BaseException:  # noqa: BLE001 - booked (and reported) just below
+                pass
+            self._flush_done(future)
+        if self._io is not None:
+            self._io.shutdown(wait=False)
+            self._io = None
+
+    def _prefetch(self) -> None:
+        """Lease the next batch while the buffer still holds some: by the time the engine
+        asks, it is there (a round trip hidden behind the downloads)."""
+        # (without a reactor each round trip blocks anyway: only when the buffer is empty)
+        low = self.config.batch_size // 2 if _reactor_running() else 0
+        if len(self._buffer) > low:
+            return
+        if not self._buffer and not self._pushes and time.monotonic() < self._empty_until:
+            return  # the last pop found nothing: not again before the next tick
+        pop = self._free_slots()
+        if not self._buffer:
+            pop = max(1, pop)
+        if pop > 0 or self._pushes:
+            self._maybe_feed()
+            self._flush_soon(pop=max(0, pop))
 
     def _reject(self, lease: str, blob: bytes | None, exc: Exception) -> None:
         self._invalid.append(lease)
@@ -538,6 +634,8 @@ class FleetScheduler(BaseScheduler):
 
     def _send_seed_end(self) -> None:
         assert self.frontier is not None
+        if self._in_flight is not None:
+            return  # its pushes may be start requests: they must land first (the tick retries)
         self._flush()
         self.frontier.set_seeding(False, complete=self._seed_end == "complete", wait=False)
         self._seed_end = None
@@ -557,7 +655,7 @@ class FleetScheduler(BaseScheduler):
             self._maybe_feed()  # an idle worker looks for new start entries
         if self._pushes or self._acks or self._invalid or (
                 self.feeder is not None and self.feeder.holds_batches()):
-            self._flush()
+            self._flush_soon()
         if now - self._last_beat >= self.config.heartbeat_interval:
             self.frontier.heartbeat(wait=False)
             self._last_beat = now
@@ -570,7 +668,8 @@ class FleetScheduler(BaseScheduler):
             self._send_totals()
         if self._buffer or self.finished:
             return
-        if not (self._held or self._seeding or self._seed_end):
+        if not (self._held or self._seeding or self._seed_end or self._in_flight is not None
+                or self._pushes or self._acks):
             # locally idle: is the whole crawl finished?
             # a lost or failed crawl raises: _guarded stops this worker with its message
             if self.frontier.check_finished(keep_alive=self.config.keep_alive, wait=False).finished:
@@ -592,7 +691,7 @@ class FleetScheduler(BaseScheduler):
         if self.crawler is not None and self.crawler.engine is not None:
             scrapy_internals.wake_engine(self.crawler.engine)
 
-    def _guarded(self, operation: Any) -> None:
+    def _guarded(self, operation: Any, *, gate: bool = True) -> None:
         """Run a frontier operation; never raises.
 
         Redis gone past the deadline, out of memory past it, the crawl's data lost: the
@@ -600,9 +699,9 @@ class FleetScheduler(BaseScheduler):
         is logged and retried at the next call; if it persists for
         FLEET_REDIS_RETRY_TIMEOUT the worker stops with it rather than idle forever.
         """
-        if self.fatal is not None:
+        if gate and self.fatal is not None:
             return  # already stopping; don't wait out the deadline again on every call
-        if time.monotonic() < self._retry_at:
+        if gate and time.monotonic() < self._retry_at:
             return  # Redis is away: the next attempt is due later (the tick comes back)
         try:
             operation()
@@ -644,3 +743,32 @@ def _feeds_from_redis(spider: Spider) -> bool:
 
 def _exit_status(exc: BaseException | None) -> int:
     return EXIT_REDIS_UNAVAILABLE if isinstance(exc, RedisUnavailable) else EXIT_FATAL
+
+
+@dataclass
+class _FlushCall:
+    """One flush's load, taken from the scheduler's buffers on the reactor thread; ``run``
+    is the round trip, which may run on the Redis thread (it touches no scheduler state)."""
+
+    frontier: RedisFrontier
+    pushes: list[PushEntry]
+    requests: list[Request]
+    acks: list[str]
+    invalid: list[str]
+    batches: list[Any]  # start-key batches these pushes store (acknowledged with them)
+    bad: int
+    duplicates: int
+    pop: int
+    held: set[str]
+    wait: bool
+
+    def run(self) -> FlushResult:
+        return self.frontier.flush(self.pushes, self.acks, self.invalid, pop=self.pop,
+                                   held=self.held, wait=self.wait, feed_bad=self.bad,
+                                   duplicates=self.duplicates)
+
+
+def _reactor_running() -> bool:
+    from twisted.internet import reactor
+
+    return bool(getattr(reactor, "running", False))
