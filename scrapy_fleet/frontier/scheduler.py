@@ -153,6 +153,7 @@ class FleetScheduler(BaseScheduler):
         self._io: ThreadPoolExecutor | None = None  # the Redis thread: one flush at a time
         self._in_flight: tuple[Future[FlushResult], _FlushCall] | None = None
         self._closing = False
+        self._turn_end_flush = False  # a reactor call will flush at the end of this turn
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -348,7 +349,27 @@ class FleetScheduler(BaseScheduler):
         self._push_requests.append(request)
         if len(self._pushes) >= _PUSH_BUFFER_LIMIT and not self._holding_pushes:
             self._flush_soon()
+        elif not self._holding_pushes:
+            # new links leave at the end of this reactor turn, not at the next tick: a
+            # crawl whose queue is short (a deep site, its first pages) waits on them
+            self._flush_at_turn_end()
         return True
+
+    def _flush_at_turn_end(self) -> None:
+        """Flush (and lease, if the buffer is low) once this reactor turn is over. Round
+        trips stay few: all that a turn buffers leaves together, and while one round
+        trip is under way the next one's load gathers."""
+        if self._turn_end_flush or not _reactor_running():
+            return
+        from twisted.internet import reactor
+
+        self._turn_end_flush = True
+        reactor.callLater(0, self._turn_ended)
+
+    def _turn_ended(self) -> None:
+        self._turn_end_flush = False
+        if (self._pushes or self._acks) and not self.finished:
+            self._prefetch(force=bool(self._pushes))
 
     def next_request(self) -> Request | None:
         # An empty pop is not retried before the next tick, unless we have new links of
@@ -526,7 +547,7 @@ class FleetScheduler(BaseScheduler):
 
         self._guarded(book, gate=False)
         if not self.finished and self.fatal is None:
-            self._prefetch()
+            self._prefetch(force=bool(self._pushes))  # pushes gathered meanwhile leave now
 
     def _wait_in_flight(self) -> None:
         """Shutting down: wait for the flush under way, then book it here."""
@@ -541,12 +562,15 @@ class FleetScheduler(BaseScheduler):
             self._io.shutdown(wait=False)
             self._io = None
 
-    def _prefetch(self) -> None:
+    def _prefetch(self, *, force: bool = False) -> None:
         """Lease the next batch while the buffer still holds some: by the time the engine
-        asks, it is there (a round trip hidden behind the downloads)."""
+        asks, it is there (a round trip hidden behind the downloads). ``force``: flush
+        the buffered pushes even if no lease is due (leasing too, if there is room)."""
         # (without a reactor each round trip blocks anyway: only when the buffer is empty)
         low = self.config.batch_size // 2 if _reactor_running() else 0
         if len(self._buffer) > low:
+            if force:
+                self._flush_soon()
             return
         if not self._buffer and not self._pushes and time.monotonic() < self._empty_until:
             return  # the last pop found nothing: not again before the next tick
@@ -592,6 +616,10 @@ class FleetScheduler(BaseScheduler):
                 self._not_stored.discard(lease)
             else:
                 self._acks.append(lease)
+                # its slot has room again (a host at its cap found nothing to lease):
+                # lease now, not at the next tick
+                self._empty_until = 0.0
+                self._flush_at_turn_end()
         return passthrough
 
     def _item_error(self, item: Any, response: Any, spider: Any, failure: Failure) -> None:
