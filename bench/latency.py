@@ -21,13 +21,15 @@ fleet), as its README sets them up.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
+import queue
 import re
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -38,46 +40,47 @@ sys.path.insert(0, str(REPO / "tests"))
 
 
 # --- the delaying proxy (a subprocess: its own interpreter, its own GIL) ---------------
+# Threads, not asyncio: an event loop's timers round up to a millisecond (epoll), which
+# made "0.5 ms" a 2.5 ms round trip; time.sleep keeps to a few tens of microseconds.
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+def _pump(source: socket.socket, target: socket.socket, delay: float) -> None:
+    """Forward ``source`` to ``target``, each chunk ``delay`` seconds after it arrived."""
+    chunks: queue.Queue[tuple[float, bytes]] = queue.Queue()
 
-    async def send() -> None:
+    def send() -> None:
         while True:
-            due, chunk = await queue.get()
+            due, chunk = chunks.get()
             if not chunk:
-                writer.close()
+                target.shutdown(socket.SHUT_WR)
                 return
-            wait = due - loop.time()
+            wait = due - time.monotonic()
             if wait > 0:
-                await asyncio.sleep(wait)
-            writer.write(chunk)
-            await writer.drain()
+                time.sleep(wait)
+            target.sendall(chunk)
 
-    sender = asyncio.create_task(send())
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
     while True:
-        chunk = await reader.read(65536)
-        queue.put_nowait((loop.time() + delay, chunk))
+        try:
+            chunk = source.recv(65536)
+        except OSError:
+            chunk = b""
+        chunks.put((time.monotonic() + delay, chunk))
         if not chunk:
-            break
-    await sender
-
-
-async def _proxy(upstream: str, delay: float) -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_unix_connection(upstream)
-        await asyncio.gather(_pump(reader, up_writer, delay / 2), _pump(up_reader, writer, delay / 2),
-                             return_exceptions=True)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    print("PORT", server.sockets[0].getsockname()[1], flush=True)
-    async with server:
-        await server.serve_forever()
+            return
 
 
 def serve_proxy(upstream: str, delay_ms: float) -> None:
-    asyncio.run(_proxy(upstream, delay_ms / 1000))
+    listener = socket.create_server(("127.0.0.1", 0))
+    print("PORT", listener.getsockname()[1], flush=True)
+    delay = delay_ms / 1000 / 2
+    while True:
+        client, _ = listener.accept()
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        server = socket.socket(socket.AF_UNIX)
+        server.connect(upstream)
+        for a, b in ((client, server), (server, client)):
+            threading.Thread(target=_pump, args=(a, b, delay), daemon=True).start()
 
 
 FANOUT = 20  # links per page: the queue is soon long, so the crawl waits on pages, not links

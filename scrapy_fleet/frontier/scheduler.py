@@ -369,7 +369,9 @@ class FleetScheduler(BaseScheduler):
     def _turn_ended(self) -> None:
         self._turn_end_flush = False
         if (self._pushes or self._acks) and not self.finished:
-            self._prefetch(force=bool(self._pushes))
+            # acks too leave now: until they land, their requests count against their
+            # host's fleet-wide cap, for every worker
+            self._prefetch(force=True)
 
     def next_request(self) -> Request | None:
         # An empty pop is not retried before the next tick, unless we have new links of
@@ -547,7 +549,8 @@ class FleetScheduler(BaseScheduler):
 
         self._guarded(book, gate=False)
         if not self.finished and self.fatal is None:
-            self._prefetch(force=bool(self._pushes))  # pushes gathered meanwhile leave now
+            # pushes and acks gathered meanwhile leave now
+            self._prefetch(force=bool(self._pushes or self._acks))
 
     def _wait_in_flight(self) -> None:
         """Shutting down: wait for the flush under way, then book it here."""
