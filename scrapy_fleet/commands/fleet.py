@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
@@ -28,7 +29,9 @@ from scrapy_fleet.launcher import (
     LaunchOptions,
     Launcher,
     print_status,
+    status_reader,
 )
+from scrapy_fleet.observe.server import DEFAULT_WEB_PORT, StatusServer, parse_address, serve_until_stopped
 from scrapy_fleet.pipelines import JsonLinesPipeline
 
 logger = logging.getLogger(__name__)
@@ -60,7 +63,7 @@ class Command(ScrapyCommand):
     default_settings = {"LOG_ENABLED": False}
 
     def syntax(self) -> str:
-        return "[options] <spider> | feed <spider> [URL ...] [-f FILE|-]"
+        return "[options] <spider> | feed <spider> [URL ...] [-f FILE|-] | web <spider>"
 
     def short_desc(self) -> str:
         return "Run a spider in N processes sharing one Redis frontier (scrapy-fleet)"
@@ -74,7 +77,9 @@ class Command(ScrapyCommand):
             "--status shows a crawl running anywhere on the same Redis. "
             "`scrapy fleet feed SPIDER URL...` (or -f FILE, -f - for stdin; a URL or a "
             "scrapy-redis JSON object per line) adds entries to the spider's crawl, "
-            "running or not, without crawling."
+            "running or not, without crawling. "
+            "`scrapy fleet web SPIDER` serves the crawl's numbers (a page, /metrics for "
+            "Prometheus, /api/status) without joining it; --web does it during a run."
         )
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
@@ -94,6 +99,10 @@ class Command(ScrapyCommand):
         parser.add_argument("--keep-alive", action="store_true",
                             help="never finish when the queue is empty: run until Ctrl-C/SIGTERM "
                                  "or FLEET_IDLE_TIMEOUT (FLEET_KEEP_ALIVE=1)")
+        parser.add_argument("--web", metavar="[HOST:]PORT", default=None,
+                            help="serve the crawl's numbers over HTTP while it runs: a page, "
+                                 "/metrics (Prometheus) and /api/status (default host "
+                                 f"127.0.0.1; with web, default port {DEFAULT_WEB_PORT})")
         parser.add_argument("-f", "--file", metavar="FILE", default=None,
                             help="with feed: read entries from FILE, one per line (- for stdin)")
         parser.add_argument("--logdir", metavar="DIR", default=None,
@@ -115,7 +124,20 @@ class Command(ScrapyCommand):
                              "a running crawl, --fresh throws it away", print_help=False)
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        web_only = bool(args) and args[0] == "web"
+        if web_only:
+            if len(args) != 2:
+                raise UsageError("web: give one spider name: scrapy fleet web SPIDER", print_help=False)
+            args = args[1:]
+            opts.web = opts.web or str(DEFAULT_WEB_PORT)
+        web = None
+        if opts.web is not None:
+            try:
+                web = parse_address(opts.web)
+            except ValueError as exc:
+                raise UsageError(str(exc), print_help=False) from None
         feed = bool(args) and args[0] == "feed"
+        urls: list[str] = []
         if feed and len(args) < 2:
             raise UsageError("feed: give a spider name: scrapy fleet feed SPIDER URL...",
                              print_help=False)
@@ -145,6 +167,24 @@ class Command(ScrapyCommand):
         if opts.status:
             self.exitcode = print_status(name, config, as_json=opts.json)
             return
+        server = None
+        if web is not None:
+            try:
+                server = StatusServer(name, status_reader(name, config), *web)
+            except OSError as exc:
+                raise UsageError(f"--web {opts.web}: cannot listen there: {exc}", print_help=False) from None
+            print(f"Serving the crawl of {name!r} on {server.start()} (/metrics, /api/status)", flush=True)
+        try:
+            if web_only:
+                self.exitcode = serve_until_stopped()
+                return
+            self._run(name, spidercls, settings, config, opts, feed, urls)
+        finally:
+            if server is not None:
+                server.stop()
+
+    def _run(self, name: str, spidercls: Any, settings: BaseSettings, config: FleetConfig,
+             opts: argparse.Namespace, feed: bool, urls: list[str]) -> None:
         if feed:
             self.exitcode = run_feed(spidercls, settings, config, arglist_to_dict(opts.spargs),
                                      entries_from(urls, opts.file), sys.stdout)

@@ -28,7 +28,7 @@ from scrapy_fleet.launcher.options import (
     LaunchOptions,
 )
 from scrapy_fleet.launcher.policy import EXIT_FINISHED, EXIT_NOT_FINISHED, EXIT_USAGE
-from scrapy_fleet.launcher.report import format_status, print_status
+from scrapy_fleet.launcher.report import format_status, print_status, status_reader
 
 __all__ = [
     "DEFAULT_MAX_RESTARTS",
@@ -40,4 +40,5 @@ __all__ = [
     "Launcher",
     "format_status",
     "print_status",
+    "status_reader",
 ]

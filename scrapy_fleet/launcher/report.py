@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from scrapy_fleet.config import FleetConfig
@@ -85,6 +85,29 @@ def format_status(spider: str, url: str, status: dict[str, Any]) -> str:
                 (", seeding" if w["seeding"] else "")
         lines.append(f"    {w['id']:<40} last heartbeat {w['last_heartbeat_s']:.1f} s ago, {flags}")
     return "\n".join(lines)
+
+
+def status_reader(spider: str, config: FleetConfig) -> Callable[[], dict[str, Any]]:
+    """A function that reads the crawl's status (for ``scrapy fleet web``), connecting on
+    its first call. It raises RedisUnavailable, naming the cause, when Redis cannot be
+    reached (or the embedded one is not running: it never starts one to look at)."""
+    frontier = None
+
+    def read() -> dict[str, Any]:
+        nonlocal frontier
+        if frontier is None:
+            url = config.redis_url
+            if url is None:
+                from scrapy_fleet.redis_server import answers, embedded_url, socket_path
+
+                if not answers(socket_path(config.data_dir)):
+                    raise RedisUnavailable(f"the embedded Redis of {os.path.abspath(config.data_dir)} "
+                                           "is not running (set REDIS_URL for a shared one)")
+                url = embedded_url(config.data_dir)
+            frontier = launcher_frontier(url, CrawlKeys(config.key_prefix, spider), config)
+        return {"redis": redact(frontier.url), **frontier.status()}
+
+    return read
 
 
 def print_status(spider: str, config: FleetConfig, *, as_json: bool = False,
