@@ -86,7 +86,7 @@ def test_feed_a_running_fleet_and_a_worker_killed_mid_feed_loses_nothing(
     assert fleet.wait() == 0, fleet.text  # ended by its idle timeout
     assert re.search(r"worker \d \(pid \d+\) died with signal 9 \(SIGKILL\); restarting", fleet.text), fleet.text
     assert (tmp_path / "killed").exists()
-    assert "bad start entries 1 (see the worker logs)" in fleet.text
+    assert "bad start entries 1 (see the worker logs)" in fleet.text, fleet.text
     assert set(site.page_fetches()) == {f"/page/{n}" for n in range(60)}, "an entry was lost"
     items = read_items(tmp_path / "out" / "%(name)s.jsonl", "redisfeed")
     assert sorted(i["url"] for i in items) == sorted(f"{site.url}/page/{n}" for n in range(60))

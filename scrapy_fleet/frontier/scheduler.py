@@ -424,6 +424,11 @@ class FleetScheduler(BaseScheduler):
         the keys are empty."""
         if self.feeder is None or self.finished or self.fatal is not None:
             return
+        if self._in_flight is not None:
+            # a flush under way may carry a batch taken before: a TAKE now would not yet
+            # acknowledge it, and a worker killed meanwhile would get it fed (and its bad
+            # entries counted) twice
+            return
         now = time.monotonic()
         low = max(self.concurrent_requests, self.feeder.batch_size)
         if now < self._feed_after or (self._pending is not None and self._pending >= low):
