@@ -10,6 +10,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from scrapy_fleet.frontier.seenset import (
+    DEFAULT_BLOOM_CAPACITY,
+    DEFAULT_BLOOM_ERROR_RATE,
+    MAX_CAPACITY,
+    MIN_ERROR_RATE,
+    MODES,
+)
+
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
@@ -54,9 +62,9 @@ class FleetConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     local_seen: int = 100_000  # fingerprints a worker keeps to drop sure duplicates (0: off)
     # the crawl's seen-set (scrapy_fleet/frontier/seenset.py); for a new crawl only
-    dupefilter: str = "exact"
-    bloom_capacity: int = 10_000_000
-    bloom_error_rate: float = 0.001
+    dupefilter: str = MODES[0]
+    bloom_capacity: int = DEFAULT_BLOOM_CAPACITY
+    bloom_error_rate: float = DEFAULT_BLOOM_ERROR_RATE
 
     @property
     def heartbeat_interval(self) -> float:
@@ -217,9 +225,7 @@ def _max_request_bytes(settings: BaseSettings) -> int:
 
 
 def _dupefilter(settings: BaseSettings) -> str:
-    from scrapy_fleet.frontier.seenset import MODES  # the seen-set owns the list
-
-    mode = str(settings.get("FLEET_DUPEFILTER") or "exact").strip().lower()
+    mode = str(settings.get("FLEET_DUPEFILTER") or MODES[0]).strip().lower()
     if mode not in MODES:
         raise ConfigError(f"FLEET_DUPEFILTER must be one of {', '.join(MODES)}, got "
                           f"{settings.get('FLEET_DUPEFILTER')!r}")
@@ -227,9 +233,7 @@ def _dupefilter(settings: BaseSettings) -> str:
 
 
 def _bloom_capacity(settings: BaseSettings) -> int:
-    from scrapy_fleet.frontier.seenset import MAX_CAPACITY
-
-    value = number_setting(settings, "FLEET_BLOOM_CAPACITY", 10_000_000, minimum=1.0)
+    value = number_setting(settings, "FLEET_BLOOM_CAPACITY", DEFAULT_BLOOM_CAPACITY, minimum=1.0)
     if value > MAX_CAPACITY:
         raise ConfigError(f"FLEET_BLOOM_CAPACITY must be at most {MAX_CAPACITY:.0e} (the filter "
                           f"grows past it by itself), got {value:.0f}")
@@ -237,9 +241,8 @@ def _bloom_capacity(settings: BaseSettings) -> int:
 
 
 def _bloom_error_rate(settings: BaseSettings) -> float:
-    from scrapy_fleet.frontier.seenset import MIN_ERROR_RATE
-
-    value = number_setting(settings, "FLEET_BLOOM_ERROR_RATE", 0.001, minimum=0.0, strict=True)
+    value = number_setting(settings, "FLEET_BLOOM_ERROR_RATE", DEFAULT_BLOOM_ERROR_RATE,
+                           minimum=0.0, strict=True)
     if not MIN_ERROR_RATE <= value < 0.5:
         raise ConfigError(f"FLEET_BLOOM_ERROR_RATE must be between {MIN_ERROR_RATE:g} and 0.5 "
                           f"(a fraction: 0.001 is one URL in a thousand), got {value:g}")

@@ -20,7 +20,12 @@ import redis
 
 from scrapy_fleet.frontier import scripts
 from scrapy_fleet.frontier.keys import CrawlKeys
-from scrapy_fleet.frontier.seenset import STATUS_FIELDS, SeenSet
+from scrapy_fleet.frontier.seenset import (
+    DEFAULT_BLOOM_CAPACITY,
+    DEFAULT_BLOOM_ERROR_RATE,
+    STATUS_FIELDS,
+    SeenSet,
+)
 from scrapy_fleet.redis_server import RedisUnavailable, redact
 
 logger = logging.getLogger(__name__)
@@ -100,8 +105,8 @@ class RedisFrontier:
         retry_timeout: float = 10.0,
         on_connection_lost: Callable[[], None] | None = None,
         dupefilter: str = "exact",
-        bloom_capacity: int = 10_000_000,
-        bloom_error_rate: float = 0.001,
+        bloom_capacity: int = DEFAULT_BLOOM_CAPACITY,
+        bloom_error_rate: float = DEFAULT_BLOOM_ERROR_RATE,
     ) -> None:
         self.client = client
         self.keys = keys

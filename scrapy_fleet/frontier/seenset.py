@@ -48,7 +48,9 @@ from scrapy_fleet.frontier.keys import SeenKeys
 
 logger = logging.getLogger(__name__)
 
-MODES = ("exact", "bloom")
+MODES = ("exact", "bloom")  # FLEET_DUPEFILTER; the first is the default
+DEFAULT_BLOOM_CAPACITY = 10_000_000  # FLEET_BLOOM_CAPACITY
+DEFAULT_BLOOM_ERROR_RATE = 0.001  # FLEET_BLOOM_ERROR_RATE
 ENTRY_BYTES = 10  # of SHA-1(fingerprint) per exact entry: 80 bits (seen_entry in Lua)
 BUCKET_TARGET = 24  # entries per exact bucket, on average, before one is split
 MAX_SPLITS = 16  # bucket splits in one script call, beyond one per BUCKET_TARGET adds
@@ -165,8 +167,9 @@ class SeenSet:
     """A worker's side of one seen-set: its view of it, and the keys and arguments the
     scripts take. The scripts run through the frontier (retries, reloads)."""
 
-    def __init__(self, keys: SeenKeys, *, mode: str = "exact", bloom_capacity: int = 10_000_000,
-                 bloom_error_rate: float = 0.001) -> None:
+    def __init__(self, keys: SeenKeys, *, mode: str = "exact",
+                 bloom_capacity: int = DEFAULT_BLOOM_CAPACITY,
+                 bloom_error_rate: float = DEFAULT_BLOOM_ERROR_RATE) -> None:
         if mode not in MODES:
             raise ValueError(f"seen-set mode must be one of {MODES}, got {mode!r}")
         self.keys = keys
@@ -251,6 +254,7 @@ SEEN_LUA = f"""
 local SEEN_W, SEEN_TARGET, SEEN_SPLITS, SEEN_MIGRATE = {ENTRY_BYTES}, {BUCKET_TARGET}, {MAX_SPLITS}, {MIGRATE_STEP}
 local SEEN_MAX_LAYERS, SEEN_MAX_K, SEEN_MAX_CAP, SEEN_MIN_ERROR = {MAX_LAYERS}, {MAX_K}, {MAX_CAPACITY}, {MIN_ERROR_RATE!r}
 local SEEN_SUB_BITS, SEEN_SUB_BYTES, SEEN_BLOCK_SUBS = {SUB_BITS}, {SUB_BYTES}, {BLOCK_SUBS}
+local SEEN_DEFAULT_ERROR = {DEFAULT_BLOOM_ERROR_RATE!r}
 local SEEN_BPE = {{{", ".join(map(str, BITS_PER_ENTRY))}}}
 """ + r"""
 -- SHA-1 of a fingerprint (any bytes) as its first three 32-bit words, and in hex
@@ -641,7 +645,7 @@ local function seen_init(meta, legacy, want, cap_arg, error_arg)
     if not bloom_valid(cap, k, 1) then
       -- the first layer's rate at capacity, 2^-k, is at most half the error rate: the
       -- layers after it, each half the one before, add up to the other half
-      local err = math.max(tonumber(error_arg) or 0.001, SEEN_MIN_ERROR)
+      local err = math.max(tonumber(error_arg) or SEEN_DEFAULT_ERROR, SEEN_MIN_ERROR)
       cap = math.max(1, math.min(SEEN_MAX_CAP, math.floor(tonumber(cap_arg) or 1)))
       k = math.max(1, math.ceil(math.log(2 / err) / math.log(2)))
     end
