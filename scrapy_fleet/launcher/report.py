@@ -87,24 +87,29 @@ def format_status(spider: str, url: str, status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def crawl_url(config: FleetConfig) -> str:
+    """The Redis of the crawl, to look at it without joining: REDIS_URL, or the embedded
+    server if it is running. Raises RedisUnavailable when it is not: looking never starts
+    one."""
+    if config.redis_url is not None:
+        return config.redis_url
+    from scrapy_fleet.redis_server import answers, embedded_url, socket_path
+
+    if not answers(socket_path(config.data_dir)):
+        raise RedisUnavailable(f"the embedded Redis of {os.path.abspath(config.data_dir)} "
+                               "is not running (set REDIS_URL for a shared one)")
+    return embedded_url(config.data_dir)
+
+
 def status_reader(spider: str, config: FleetConfig) -> Callable[[], dict[str, Any]]:
     """A function that reads the crawl's status (for ``scrapy fleet web``), connecting on
-    its first call. It raises RedisUnavailable, naming the cause, when Redis cannot be
-    reached (or the embedded one is not running: it never starts one to look at)."""
+    its first call; RedisUnavailable names the cause when Redis cannot be reached."""
     frontier = None
 
     def read() -> dict[str, Any]:
         nonlocal frontier
         if frontier is None:
-            url = config.redis_url
-            if url is None:
-                from scrapy_fleet.redis_server import answers, embedded_url, socket_path
-
-                if not answers(socket_path(config.data_dir)):
-                    raise RedisUnavailable(f"the embedded Redis of {os.path.abspath(config.data_dir)} "
-                                           "is not running (set REDIS_URL for a shared one)")
-                url = embedded_url(config.data_dir)
-            frontier = launcher_frontier(url, CrawlKeys(config.key_prefix, spider), config)
+            frontier = launcher_frontier(crawl_url(config), CrawlKeys(config.key_prefix, spider), config)
         return {"redis": redact(frontier.url), **frontier.status()}
 
     return read
@@ -114,15 +119,11 @@ def print_status(spider: str, config: FleetConfig, *, as_json: bool = False,
                  out: IO[str] | None = None) -> int:
     """Print a crawl's status without joining it; 0, or 1 when Redis cannot be reached."""
     out = out or sys.stdout
-    url = config.redis_url
-    if url is None:
-        from scrapy_fleet.redis_server import answers, embedded_url, socket_path
-
-        if not answers(socket_path(config.data_dir)):
-            out.write(f"No crawl: the embedded Redis of {os.path.abspath(config.data_dir)} "
-                      "is not running (set REDIS_URL for a shared one).\n")
-            return EXIT_NOT_FINISHED
-        url = embedded_url(config.data_dir)
+    try:
+        url = crawl_url(config)
+    except RedisUnavailable as exc:
+        out.write(f"No crawl: {exc}.\n")
+        return EXIT_NOT_FINISHED
     try:
         frontier = launcher_frontier(url, CrawlKeys(config.key_prefix, spider), config)
         try:
