@@ -20,7 +20,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from scrapy_fleet.observe.metrics import render
+from scrapy_fleet.observe.metrics import COUNTERS, GAUGES, render
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +106,10 @@ class StatusServer:
 def page(spider: str, status: dict[str, Any]) -> str:
     """A plain page of the crawl's numbers and workers, reloaded every REFRESH_SECONDS."""
     stats, state = status.get("stats", {}), status.get("state", {})
-    names = ["pages", "items", "errors", "download_errors", "enqueued", "acked", "pending",
-             "leased", "duplicate", "reclaimed", "requeued", "invalid"]
-    totals = "".join(f"<tr><th>{n.replace('_', ' ')}</th><td>{int(stats.get(n, 0)):,}</td></tr>"
-                     for n in names)
+    # the numbers of /metrics (defined once, in metrics.py), by their stats field
+    totals = "".join(
+        f"<tr><th title='{html.escape(n.help, quote=True)}'>{n.field.replace('_', ' ')}</th>"
+        f"<td>{int(stats.get(n.field, 0)):,}</td></tr>" for n in (*COUNTERS, *GAUGES))
     workers = "".join(
         f"<tr><td>{html.escape(w['id'])}</td><td>{'alive' if w['alive'] else 'dead'}</td>"
         f"<td>{w['last_heartbeat_s']:.1f} s ago</td><td>{'seeding' if w['seeding'] else ''}</td></tr>"
