@@ -515,18 +515,18 @@ class FleetScheduler(BaseScheduler):
 
     # --- round trips off the reactor thread -------------------------------------------
 
-    def _flush_soon(self, pop: int = 0) -> bool:
+    def _flush_soon(self, pop: int = 0) -> None:
         """Start a flush on the Redis thread, unless one is under way (its buffers then
         wait for the next). The reactor never waits for Redis: the result comes back to
         it through ``_flush_done``. Without a running reactor (tools, benches), the flush
-        runs here and now. True if a flush ran or started."""
+        runs here and now."""
         if self._in_flight is not None or self.fatal is not None or self._closing:
-            return False
+            return
         if not _reactor_running():
             self._guarded(lambda: self._took(self._flush(pop), pop))
-            return True
+            return
         if time.monotonic() < self._retry_at:
-            return False  # Redis is away: the next attempt is due later (the tick comes back)
+            return  # Redis is away: the next attempt is due later (the tick comes back)
         from twisted.internet import reactor
 
         call = self._take_buffers(pop, wait=False)
@@ -535,7 +535,6 @@ class FleetScheduler(BaseScheduler):
         future = self._io.submit(call.run)
         self._in_flight = (future, call)
         future.add_done_callback(lambda f: reactor.callFromThread(self._flush_done, f))
-        return True
 
     def _flush_done(self, future: Future[FlushResult]) -> None:
         """Back on the reactor thread: book the flush that ``future`` ran."""
