@@ -207,7 +207,7 @@ def run_fleet(url: str, transport: str, items: list[tuple[str, int]], n: int,
         if request is None:
             break
         dequeued += 1
-        scheduler._finished_request(None, request)  # the engine is done with it: ack
+        scheduler._finished_request(None, request, None)  # the engine is done with it: ack
     scheduler._flush()
     seconds = time.perf_counter() - started
     if profile is not None:

@@ -125,14 +125,16 @@ _internal("scrapy.core.engine._Slot", "nextcall",
 
 
 def wrap_downloader_output(engine: ExecutionEngine,
-                           after: Callable[[Any, Request], Any]) -> None:
-    """Call ``after(result, request)`` once the engine has handed on what a downloaded
-    request produced (see the entry above)."""
+                           after: Callable[[Any, Request, Any], Any]) -> None:
+    """Call ``after(outcome, request, result)`` once the engine has handed on what a
+    downloaded request produced (see the entry above): ``result`` is what the download
+    gave (a Response, a Failure, or the Request that replaced it), ``outcome`` what the
+    handing-on gave (passed through)."""
     original = engine._handle_downloader_output
 
     def handle_and_finish(result: Any, request: Request) -> Any:
         d = original(result, request)
-        d.addBoth(after, request)
+        d.addBoth(after, request, result)
         return d
 
     engine._handle_downloader_output = handle_and_finish  # type: ignore[method-assign]

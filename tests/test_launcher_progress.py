@@ -22,7 +22,7 @@ def test_the_line_says_the_whole_crawl():
     line = progress.line(STATUS, None, 1, progress.started + 83)
     assert line == ("[links] 0:01:23  pages 12  items 10  errors 1  0.0 pages/s  pending 5  "
                     "leased 2  workers 1 alive (1 here)")
-    later = {**STATUS, "stats": {**STATUS["stats"], "acked": 20}}
+    later = {**STATUS, "stats": {**STATUS["stats"], "pages": 32}}  # pages are live
     assert "2.0 pages/s" in progress.line(later, None, 1, progress.started + 93)
 
 
@@ -32,7 +32,7 @@ def test_an_idle_keep_alive_crawl_says_what_it_waits_for():
             "state": {"keep_alive": "1"}}
     assert progress.line(idle, None, 1, progress.started).endswith(
         "keep-alive: waiting for new entries")
-    idle["state"]["idle_timeout"] = "30000"
+    idle["state"]["idle_timeout"] = 30.0
     assert progress.line(idle, None, 1, progress.started).endswith("(ends after 30 s idle)")
     busy = {**idle, "stats": {"pending": 3, "leased": 0}}
     assert "keep-alive" not in progress.line(busy, None, 1, progress.started)

@@ -85,6 +85,20 @@ class CrawlKeys:
     def state(self) -> str:
         return self.base + "state"
 
+    # what workers report (scrapy_fleet/observe/worker.py): failed requests by kind and
+    # by download slot, and each worker's row of the dashboard's worker table
+    @property
+    def error_kinds(self) -> str:
+        return self.base + "errorkinds"
+
+    @property
+    def host_errors(self) -> str:
+        return self.base + "hosterrors"
+
+    @property
+    def worker_info(self) -> str:
+        return self.base + "workerinfo"
+
     # the derived keys: the scripts build these from ``queue_prefix`` / ``lease_prefix``
     @property
     def queue_prefix(self) -> str:

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -20,6 +20,8 @@ import redis
 
 from scrapy_fleet.frontier import scripts
 from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.frontier.overview import HOSTS_SHOWN, read_hosts, read_status
+from scrapy_fleet.frontier.overview import text as _text
 from scrapy_fleet.frontier.seenset import (
     DEFAULT_BLOOM_CAPACITY,
     DEFAULT_BLOOM_ERROR_RATE,
@@ -120,7 +122,7 @@ class RedisFrontier:
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
             for name in ("FLUSH", "REQUEUE", "LEAVE", "RECLAIM", "CHECK_FINISHED", "HEARTBEAT",
-                         "CREATE", "SEEDING", "ADD_TOTALS", "NOW", "SEEN_INIT", "SEEN_ADD")
+                         "CREATE", "SEEDING", "REPORT", "NOW", "SEEN_INIT", "SEEN_ADD")
         }
         # the seen-set: `dupefilter` and the Bloom settings apply to a new crawl only
         self.seen = SeenSet(keys.seen, mode=dupefilter, bloom_capacity=bloom_capacity,
@@ -624,70 +626,33 @@ class RedisFrontier:
             raise CrawlFailed(f"the crawl failed in another worker: {detail}")
         return FinishCheck(status, *(int(x) for x in raw[1:5]))
 
-    def add_totals(self, deltas: dict[str, int], *, wait: bool = True) -> None:
-        """Add this worker's counters (pages, items, errors...) to the crawl's totals."""
-        args: list[Any] = []
-        for field, value in deltas.items():
-            if value:
-                args += [field, value]
-        if not args:
+    def add_totals(self, deltas: Mapping[str, int], *, kinds: Mapping[str, int] | None = None,
+                   hosts: Mapping[str, int] | None = None, info: str = "",
+                   wait: bool = True) -> None:
+        """Add this worker's counters (pages, items, errors...) to the crawl's totals, its
+        failed requests by kind and by download slot (``hosts``), and store its row of the
+        worker table (``info``, JSON; "" leaves it as it was). One script: all or nothing."""
+        totals = [(f, int(v)) for f, v in deltas.items() if v]
+        kinds_ = [(k, int(v)) for k, v in (kinds or {}).items() if v]
+        hosts_ = [(h, int(v)) for h, v in (hosts or {}).items() if v]
+        if not (totals or kinds_ or hosts_ or info):
             return
-        junk = int(self.run_script("ADD_TOTALS", [], args, "update totals", wait=wait))
+        args: list[Any] = [self.worker_id, info, len(totals), len(kinds_)]
+        for pair in (*totals, *kinds_, *hosts_):
+            args += pair
+        keys = [self.keys.error_kinds, self.keys.host_errors, self.keys.worker_info]
+        junk = int(self.run_script("REPORT", keys, args, "report to the crawl", wait=wait))
         if junk:
             # written by another tool: those totals start over (counted in `corrupt`)
             logger.warning("%d crawl totals in Redis held junk; reset", junk)
 
     def status(self) -> dict[str, Any]:
-        """A snapshot of the crawl for humans: counters, state and workers."""
-        def run() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hgetall(self.keys.stats)
-            pipe.hgetall(self.keys.state)
-            pipe.zrange(self.keys.workers, 0, -1, withscores=True)
-            pipe.smembers(self.keys.seeding)
-            pipe.zcard(self.keys.ready)
-            pipe.zcard(self.keys.delayed)
-            # the clock of the crawl's own node (a cluster pipeline takes neither TIME nor
-            # scripts): heartbeats are that node's times
-            now = self._scripts["NOW"](keys=[self.keys.state], client=self.client)
-            return [*pipe.execute(), now]
+        """A snapshot of the crawl for humans: counters, state and workers (overview.py)."""
+        return read_status(self)
 
-        stats, state, workers, seeding, ready, delayed, now = self.call(
-            run, "read the crawl status")
-        seen = self.seen_status()
-        now_ms = int(now[0]) * 1000 + int(now[1]) // 1000
-        # anything may have been written here by another tool: junk numbers are left out
-        # (and counted), junk text is shown escaped, never a traceback
-        numbers: dict[str, int] = {}
-        for k, v in stats.items():
-            try:
-                numbers[_text(k)] = int(v)
-            except ValueError:
-                numbers["corrupt"] = numbers.get("corrupt", 0) + 1
-        waiting = None
-        if numbers.get("pending", 0) > 0 and not ready:
-            # queued work, none of it leasable now: held back by politeness. Cheap to say
-            # exactly when: the slots in flight are at most the fleet's concurrency.
-            counts = self.call(lambda: self.client.hvals(self.keys.inflight),
-                               "read the in-flight counts")
-            capped = sum(1 for c in counts if c.isdigit() and int(c) >= self.cap)
-            waiting = {"delayed_hosts": int(delayed), "capped_hosts": capped, "cap": self.cap}
-        return {
-            "stats": numbers,
-            "waiting": waiting,  # None, or why no queued request can be leased right now
-            "state": {_text(k): _text(v) for k, v in state.items()},
-            "seen": seen["count"],  # fingerprints in the seen-set (kept by the scripts)
-            "seenset": seen,
-            "workers": [
-                {
-                    "id": _text(w),
-                    "last_heartbeat_s": (now_ms - beat) / 1000,
-                    "alive": 0 <= now_ms - beat <= self.lease_timeout_ms,
-                    "seeding": w in seeding,
-                }
-                for w, beat in workers
-            ],
-        }
+    def hosts(self, limit: int = HOSTS_SHOWN) -> dict[str, Any]:
+        """The busiest, slowest and most failing hosts (overview.py)."""
+        return read_hosts(self, limit)
 
 
 def _by_size(pushes: Sequence[PushEntry], limit: int) -> list[Sequence[PushEntry]]:
@@ -701,15 +666,6 @@ def _by_size(pushes: Sequence[PushEntry], limit: int) -> list[Sequence[PushEntry
             start, size = i, len(entry[3]) + 64
     chunks.append(pushes[start:])
     return chunks
-
-
-def _text(value: bytes | str | None) -> str:
-    """Redis bytes as text, whatever they hold (non-UTF-8 comes out escaped)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return value.decode("utf-8", "backslashreplace")
 
 
 def _is_oom(exc: redis.exceptions.ResponseError) -> bool:

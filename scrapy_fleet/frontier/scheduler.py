@@ -50,6 +50,7 @@ from scrapy_fleet.frontier.dupefilter import FleetDupeFilter
 from scrapy_fleet.frontier.feeder import StartKeyFeeder
 from scrapy_fleet.frontier.seencache import SeenCache
 from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.observe.worker import REPORT_INTERVAL, WorkerReport
 from scrapy_fleet.frontier.startkey import StartKey
 from scrapy_fleet.frontier.queue import (
     CrawlLost,
@@ -79,13 +80,6 @@ logger = logging.getLogger(__name__)
 _SCHEDULERS: weakref.WeakKeyDictionary[Any, FleetScheduler] = weakref.WeakKeyDictionary()
 _PUSH_BUFFER_LIMIT = 64  # buffered pushes that force a flush from enqueue_request
 _INVALID_LOGGED = 5  # invalid queue entries logged at WARNING; the rest are only counted
-# worker-side Scrapy stats added to the crawl totals in Redis (for progress displays)
-TOTALS = {
-    "response_received_count": "pages",
-    "item_scraped_count": "items",
-    "log_count/ERROR": "errors",
-    "downloader/exception_count": "download_errors",
-}
 
 
 
@@ -140,7 +134,9 @@ class FleetScheduler(BaseScheduler):
         self._retry_at = 0.0  # Redis away: no round trip before this (monotonic)
         self._empty_until = 0.0
         self._last_beat = 0.0
-        self._totals_sent: dict[str, int] = {}
+        # its counters, failed requests and state, sent to the crawl while they change
+        self.report = WorkerReport.for_this_process(stats, self.worker_id)
+        self._last_report = 0.0
         self._tick: task.LoopingCall | None = None
         self._invalid_logged = 0
         self._wake_at: Any = None  # a pending reactor call: a delayed slot comes due
@@ -235,6 +231,7 @@ class FleetScheduler(BaseScheduler):
         self._install_finish_hook()
         if self.crawler is not None:
             self.crawler.signals.connect(self._item_error, signal=signals.item_error)
+            self.crawler.signals.connect(self._spider_error, signal=signals.spider_error)
         self._tick = task.LoopingCall(self._on_tick)
         # _on_tick never raises; should the loop stop anyway, say so loudly
         self._tick.start(config.poll_interval, now=False).addErrback(
@@ -301,7 +298,9 @@ class FleetScheduler(BaseScheduler):
                 # what is done is acknowledged; out of memory, the same script would only
                 # fail again: those requests go back to the queue instead and run again
                 self._flush(wait=True)
-                self._send_totals(wait=True)
+                self.report.set_state("stopped" if self.fatal else "closed",
+                                      self.fatal or reason)
+                self._send_report(wait=True)
                 if self.feeder is not None:
                     self.feeder.close()
             handed_back = self.frontier.leave()
@@ -613,10 +612,12 @@ class FleetScheduler(BaseScheduler):
             return
         scrapy_internals.wrap_downloader_output(engine, self._finished_request)
 
-    def _finished_request(self, passthrough: Any, request: Request) -> Any:
+    def _finished_request(self, passthrough: Any, request: Request, result: Any) -> Any:
         lease = request.meta.get(codec.LEASE_META_KEY)
         if lease in self._held:
             self._held.discard(lease)
+            self.report.request_finished(lease, slot_of(request, self.crawler), result,
+                                         self.spider, self.crawler and self.crawler.settings)
             if lease in self._not_stored:
                 # its items never reached the output: keep it leased, so it is handed
                 # back (on close) or reclaimed, and the next run makes them again
@@ -628,6 +629,12 @@ class FleetScheduler(BaseScheduler):
                 self._empty_until = 0.0
                 self._flush_at_turn_end()
         return passthrough
+
+    def _spider_error(self, failure: Failure, response: Any, spider: Any) -> None:
+        """A callback or errback raised: its request failed (counted once, when it ends)."""
+        request = getattr(response, "request", None)
+        if request is not None:
+            self.report.callback_failed(request.meta.get(codec.LEASE_META_KEY), failure.value)
 
     def _item_error(self, item: Any, response: Any, spider: Any, failure: Failure) -> None:
         """A pipeline could not store an item: that request must not be acknowledged."""
@@ -700,7 +707,9 @@ class FleetScheduler(BaseScheduler):
                     worker, count,
                 )
                 self.stats.inc_value("fleet/reclaimed", count)
-            self._send_totals()
+        if now - self._last_report >= REPORT_INTERVAL:
+            self._send_report()
+            self._last_report = now
         if self._buffer or self.finished:
             return
         if not (self._held or self._seeding or self._seed_end or self._in_flight is not None
@@ -708,18 +717,39 @@ class FleetScheduler(BaseScheduler):
             # locally idle: is the whole crawl finished?
             # a lost or failed crawl raises: _guarded stops this worker with its message
             if self.frontier.check_finished(keep_alive=self.config.keep_alive, wait=False).finished:
-                self._send_totals()
                 self.finished = True
+                self.report.set_state("finished", "the crawl is finished")
+                self._send_report()
                 logger.info("Crawl finished: the frontier is empty and no worker holds work")
         self._empty_until = 0.0
         self._wake_engine()
 
-    def _send_totals(self, *, wait: bool = False) -> None:
+    def _send_report(self, *, wait: bool = False) -> None:
+        """This worker's counters, failed requests and state to the crawl, if they changed
+        (a report Redis did not take goes again with the next one)."""
         assert self.frontier is not None
-        current = {field: int(self.stats.get_value(stat, 0)) for stat, field in TOTALS.items()}
-        deltas = {f: v - self._totals_sent.get(f, 0) for f, v in current.items()}
-        self.frontier.add_totals(deltas, wait=wait)
-        self._totals_sent = current
+        if not self.finished and self.fatal is None and not self._closing:
+            self.report.set_state(*self._activity())
+        report = self.report.pending()
+        if report is None:
+            return
+        self.frontier.add_totals(report.totals, kinds=report.kinds, hosts=report.hosts,
+                                 info=report.info, wait=wait)
+        self.report.sent(report)
+
+    def _activity(self) -> tuple[str, str]:
+        """What this worker does now, and why it idles if it does (the worker table)."""
+        if self._seeding:
+            return "seeding", "feeding the start requests"
+        if self._held or self._buffer:
+            return "crawling", f"{len(self._held)} requests in progress"
+        if self._pending:
+            return "idle", ("the queued requests wait for their hosts: download delay, "
+                            "backoff or CONCURRENT_REQUESTS_PER_DOMAIN "
+                            f"({self.config.concurrency_per_slot}) reached fleet-wide")
+        if self.config.keep_alive or self.feeder is not None:
+            return "idle", "waiting for new start entries"
+        return "idle", "nothing queued: waiting for links from requests in flight elsewhere"
 
     def _wake_engine(self) -> None:
         # The engine only polls an idle scheduler every 5 s; nudge it when work may exist.

@@ -650,11 +650,40 @@ end
 return 1
 """
 
-# Add a worker's counters (pages, items, errors...) to the crawl's totals in `stats`.
-# ARGV[3..] field, amount pairs.  Returns how many totals held junk (reset, counted).
-ADD_TOTALS = PRELUDE + r"""
+# A worker's report (scrapy_fleet/observe/worker.py): its counters (pages, items,
+# errors...) added to the crawl's totals in `stats`, its failed requests by kind and by
+# download slot, and its row of the worker table. A report key of the wrong type (junk)
+# is replaced, so a report never fails on junk.
+# KEYS[7] errorkinds (hash)  KEYS[8] hosterrors (zset: the top hosts are cheap)
+# KEYS[9] workerinfo (hash: worker id -> JSON)
+# ARGV[3] worker id  ARGV[4] its row ("" = unchanged)  ARGV[5] T  ARGV[6] K
+# ARGV[7..] T (stats field, amount) pairs, then K (kind, count) pairs, then (slot, count)
+# pairs to the end.  Returns how many totals held junk (reset, counted in `corrupt`).
+REPORT = PRELUDE + r"""
 local before = num(redis.call('HGET', K.stats, 'corrupt'), 0)
-for i = 3, #ARGV, 2 do incr(K.stats, ARGV[i], tonumber(ARGV[i + 1])) end
+local want = {'hash', 'zset', 'hash'}
+for k = 7, 9 do
+  local kind = redis.call('TYPE', KEYS[k])
+  if type(kind) == 'table' then kind = kind.ok end
+  if kind ~= want[k - 6] and kind ~= 'none' then
+    redis.call('DEL', KEYS[k])
+    incr(K.stats, 'corrupt', 1)
+  end
+end
+local i, t, k = 7, tonumber(ARGV[5]), tonumber(ARGV[6])
+for _ = 1, t do
+  incr(K.stats, ARGV[i], tonumber(ARGV[i + 1]))
+  i = i + 2
+end
+for _ = 1, k do
+  incr(KEYS[7], ARGV[i], tonumber(ARGV[i + 1]))
+  i = i + 2
+end
+while i < #ARGV do
+  redis.call('ZINCRBY', KEYS[8], tonumber(ARGV[i + 1]), ARGV[i])
+  i = i + 2
+end
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[9], ARGV[3], ARGV[4]) end
 return num(redis.call('HGET', K.stats, 'corrupt'), 0) - before
 """
 

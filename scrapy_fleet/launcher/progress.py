@@ -54,9 +54,8 @@ class Progress:
                    f"{local} local workers running"
         s = status["stats"]
         alive = sum(1 for w in status["workers"] if w["alive"])
-        # pages/s from requests completed (acked, live); the pages counter itself
-        # reaches Redis with each worker heartbeat, so it moves in steps
-        per_s = self.rate(now, s.get("acked", 0) + s.get("invalid", 0))
+        # the crawl's own pages counter: the workers report it every second
+        per_s = self.rate(now, s.get("pages", 0))
         line = (
             f"[{self.spider}] {elapsed}  pages {s.get('pages', 0)}  "
             f"items {s.get('items', 0)}  errors {s.get('errors', 0)}  "
@@ -80,7 +79,7 @@ class Progress:
         if state.get("keep_alive") == "1" and not s.get("pending") and not s.get("leased"):
             # an empty queue ends nothing here: say what the workers wait for
             line += "  keep-alive: waiting for new entries"
-            timeout = number(state.get("idle_timeout")) / 1000
+            timeout = number(state.get("idle_timeout"))
             if timeout > 0:
                 line += f" (ends after {timeout:g} s idle)"
         return line

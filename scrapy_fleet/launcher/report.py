@@ -37,8 +37,7 @@ def summary(spider: str, why: str, status: dict[str, Any] | None, status_error: 
         crawl_time = ""
         started, finished = number(state.get("started_at")), number(state.get("finished_at"))
         if started and finished:
-            # finished_at is in ms (server time), started_at in s
-            span = finished / 1000 - started
+            span = finished - started  # both in s (finished_at of the server's clock)
             if span > 0:
                 crawl_time = f"; whole crawl {duration(span)}"
         if elapsed > 0:
@@ -65,7 +64,7 @@ def format_status(spider: str, url: str, status: dict[str, Any]) -> str:
     lines = [f"Crawl of {spider!r} on {redact(url)}: {state.get('status', 'unknown')}"]
     lines.append(f"  started   {when(state.get('started_at'))}")
     if number(state.get("finished_at")):
-        lines.append(f"  finished  {when(str(number(state['finished_at']) / 1000))}")
+        lines.append(f"  finished  {when(state['finished_at'])}")
     lines.append(f"  seeded    {'yes' if state.get('seeded') == '1' else 'not yet (start requests still being fed)'}")
     lines.append(f"  pending {stats.get('pending', 0)}  leased {stats.get('leased', 0)}  "
                  f"seen {status['seen']}")

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from scrapy_fleet.config import split_secret_settings, worker_environment
+from scrapy_fleet.observe.worker import LAUNCH_SLOT_ENV
 from scrapy_fleet.errors import EXIT_FATAL, EXIT_REDIS_UNAVAILABLE
 from scrapy_fleet.launcher.options import LaunchOptions
 from scrapy_fleet.launcher.outcomes import Outcome
@@ -96,7 +97,9 @@ def start_worker(worker: Worker, options: LaunchOptions, python: str, log_dir: P
             worker_command(options, python, worker.seed), stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             # the secret -s settings go by environment, not on the command line
-            env=worker_environment(options.setting_args),
+            env={**worker_environment(options.setting_args),
+                 # its row in the dashboard's worker table names its slot and restarts
+                 LAUNCH_SLOT_ENV: f"{worker.slot} {worker.restarts}"},
         )
     worker.exit_code = worker.reason = worker.error = worker.fault_status = None
     worker.started = time.monotonic()
