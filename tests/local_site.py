@@ -116,11 +116,13 @@ class LinkedSite(LocalSite):
 
     Page i links to pages 2i+1 and 2i+2 (a binary tree) and back to page 0, so a crawl
     from page 0 reaches every page and meets many duplicate links on the way.
+    ``/status/<code>`` answers that status.
     """
 
-    def __init__(self, pages: int = 300, delay: float = 0.0) -> None:
+    def __init__(self, pages: int = 300, delay: float = 0.0, dead_links_every: int = 0) -> None:
         self.pages = pages
         self.delay = delay
+        self.dead_links_every = dead_links_every  # every Nth page also links to a 404
         self.fetches: Counter[str] = Counter()
         self._lock = threading.Lock()
         self.servers = [LocalServer(self._answer)]
@@ -135,6 +137,9 @@ class LinkedSite(LocalSite):
         if path == "/robots.txt":
             send(handler, 404, b"", HTML)
             return
+        if path.startswith("/status/"):  # /status/<code>: a page that answers <code>
+            send(handler, int(path.split("?")[0].rsplit("/", 1)[-1]), b"status", HTML)
+            return
         try:
             page = int(path.rsplit("/", 1)[-1])
         except ValueError:
@@ -143,6 +148,8 @@ class LinkedSite(LocalSite):
             send(handler, 404, b"not found", HTML)
             return
         links = [c for c in (2 * page + 1, 2 * page + 2) if c < self.pages] + [0]
+        if self.dead_links_every and page % self.dead_links_every == 0:
+            links.append(self.pages + page)  # beyond the last page: 404
         body = "".join(f'<a href="/page/{c}">p{c}</a> ' for c in links)
         send(handler, 200, f"<html><title>page {page}</title><body>{body}</body></html>".encode(), HTML)
 

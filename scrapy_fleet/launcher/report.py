@@ -109,7 +109,7 @@ def status_reader(spider: str, config: FleetConfig) -> Callable[[], dict[str, An
         nonlocal frontier
         if frontier is None:
             frontier = launcher_frontier(crawl_url(config), CrawlKeys(config.key_prefix, spider), config)
-        return {"redis": redact(frontier.url), **frontier.status()}
+        return {"redis": redact(frontier.url), **frontier.status(), "hosts": frontier.hosts()}
 
     return read
 
@@ -127,6 +127,8 @@ def print_status(spider: str, config: FleetConfig, *, as_json: bool = False,
         frontier = launcher_frontier(url, CrawlKeys(config.key_prefix, spider), config)
         try:
             status = frontier.status()
+            if as_json:
+                status["hosts"] = frontier.hosts()  # as /api/status has them
         finally:
             frontier.client.close()
     except RedisUnavailable as exc:

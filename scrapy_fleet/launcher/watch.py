@@ -26,6 +26,7 @@ def launcher_frontier(url: str, keys: CrawlKeys, config: FleetConfig) -> RedisFr
         url=url,
         lease_timeout=config.lease_timeout,
         concurrency_per_slot=config.concurrency_per_slot,  # to say when hosts are at it
+        download_delay=config.download_delay,  # a host's delay unless Redis has its own
         # short: a launcher that waits on Redis cannot watch its children meanwhile
         retry_timeout=min(2.0, config.redis_retry_timeout),
         **config.seen_options(),

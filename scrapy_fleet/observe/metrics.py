@@ -4,12 +4,14 @@ Every number is defined once here (``COUNTERS``, ``GAUGES``): its metric name, t
 of the crawl's ``stats`` hash it comes from, and what it counts (docs/observing.md shows
 the same list). The values are the crawl's own totals in Redis, which the progress line,
 the summary and ``--status`` print too. Labels: ``spider`` on every metric, ``worker`` on
-the per-worker ones; no per-host labels (their number has no bound).
+the per-worker ones, ``kind`` on failed requests by kind, and ``host`` on the per-host ones
+for the top hosts only (``RedisFrontier.hosts``) plus one ``host="other"`` for the rest:
+the number of hosts has no bound, Prometheus' series must have one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +29,9 @@ class Number:
 COUNTERS = (
     Number("fleet_pages", "pages", "HTTP responses the workers received (Scrapy's response_received_count)"),
     Number("fleet_items", "items", "items scraped (Scrapy's item_scraped_count)"),
-    Number("fleet_errors", "errors", "errors the workers logged (Scrapy's log_count/ERROR)"),
+    Number("fleet_errors", "errors",
+           "failed requests, once each: a download that raised after its retries, an HTTP "
+           "status >= 400 the spider did not ask for, or a callback that raised"),
     Number("fleet_download_errors", "download_errors",
            "download attempts that raised: DNS, refused, timeout (Scrapy's downloader/exception_count)"),
     Number("fleet_requests", "enqueued", "distinct requests stored in the frontier, after dedupe"),
@@ -81,7 +85,47 @@ class StatusCollector:
         for name in STATES:
             state.add_metric([spider, name], 1.0 if current == name else 0.0)
         yield state
-        workers = status.get("workers", [])
+        yield from self._errors_and_hosts()
+        yield from self._workers()
+
+    def _errors_and_hosts(self) -> Iterator[Metric]:
+        spider, status = self.spider, self.status
+        stats = status.get("stats", {})
+        kinds = CounterMetricFamily("fleet_errors_by_kind", "failed requests by why they failed",
+                                    labels=["spider", "kind"])
+        for kind, count in sorted(status.get("errors_by_kind", {}).items()):
+            kinds.add_metric([spider, kind], float(count))
+        yield kinds
+        hosts = status.get("hosts")
+        if not hosts:
+            return  # not read (--status, tests): no per-host series rather than wrong ones
+        queued = GaugeMetricFamily("fleet_host_queue_pending",
+                                   "requests queued per host: the busiest hosts, and other",
+                                   labels=["spider", "host"])
+        for host, value in top_with_other(hosts["busiest"], "queued", stats.get("pending", 0)):
+            queued.add_metric([spider, host], float(value))
+        yield queued
+        errors = CounterMetricFamily("fleet_host_errors",
+                                     "failed requests per host: the most failing hosts, and other",
+                                     labels=["spider", "host"])
+        for host, value in top_with_other(hosts["most_errors"], "errors", stats.get("errors", 0)):
+            errors.add_metric([spider, host], float(value))
+        yield errors
+        delay = GaugeMetricFamily("fleet_host_delay_seconds",
+                                  "the slowest hosts' delay between requests, fleet-wide",
+                                  labels=["spider", "host"])
+        backoff = GaugeMetricFamily("fleet_host_backoff_seconds",
+                                    "the slowest hosts' remaining pause after a 429/503",
+                                    labels=["spider", "host"])
+        for row in hosts["slowest"]:
+            delay.add_metric([spider, row["host"]], float(row["delay_s"]))
+            backoff.add_metric([spider, row["host"]], float(row["backoff_s"]))
+        yield delay
+        yield backoff
+
+    def _workers(self) -> Iterator[Metric]:
+        spider = self.spider
+        workers = self.status.get("workers", [])
         count = GaugeMetricFamily("fleet_workers", "workers registered in the crawl",
                                   labels=["spider", "state"])
         alive = sum(1 for w in workers if w["alive"])
@@ -91,9 +135,24 @@ class StatusCollector:
         beat = GaugeMetricFamily("fleet_worker_heartbeat_age_seconds",
                                  "seconds since each worker's last heartbeat",
                                  labels=["spider", "worker"])
+        up = GaugeMetricFamily("fleet_worker_up", "1 while a worker's heartbeat is fresh",
+                               labels=["spider", "worker"])
+        pages = CounterMetricFamily("fleet_worker_pages", "pages each worker received",
+                                    labels=["spider", "worker"])
         for w in workers:
             beat.add_metric([spider, w["id"]], float(w["last_heartbeat_s"]))
+            up.add_metric([spider, w["id"]], 1.0 if w["alive"] else 0.0)
+            pages.add_metric([spider, w["id"]], float(w.get("pages", 0)))
         yield beat
+        yield up
+        yield pages
+
+
+def top_with_other(rows: Iterable[Mapping[str, Any]], key: str,
+                   total: int) -> list[tuple[str, int]]:
+    """(host, value) of the hosts shown and ("other", the rest of ``total``)."""
+    shown = [(str(r["host"]), int(r[key])) for r in rows]
+    return [*shown, ("other", max(0, int(total) - sum(v for _, v in shown)))]
 
 
 def render(spider: str, status: Mapping[str, Any]) -> bytes:

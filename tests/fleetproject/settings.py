@@ -2,7 +2,7 @@
 and a RedisSpider (feed) whose start URLs come from Redis."""
 
 BOT_NAME = "fleetproject"
-SPIDER_MODULES = ["spiders.linkspider", "spiders.feedspider"]
+SPIDER_MODULES = ["spiders.linkspider", "spiders.feedspider", "spiders.faultyspider"]
 ADDONS = {"scrapy_fleet.addon.FleetAddon": 0}
 ITEM_PIPELINES = {}
 ROBOTSTXT_OBEY = False
