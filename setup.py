@@ -7,6 +7,8 @@ setup(
     # the plugin only: the example project fleet_examples/ stays in the checkout, so
     # installing the plugin adds no spiders to another project (tests/test_layout.py)
     packages=find_packages(include=["scrapy_fleet", "scrapy_fleet.*"]),
+    # the dashboard's page, script and style (no CDN: crawl machines may have no internet)
+    package_data={"scrapy_fleet.observe": ["static/*"]},
     python_requires=">=3.10",
     install_requires=[
         # the floor .ci/run tests (a second run on exactly these); Scrapy 2.19 for

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Fleet, fleet_args, fp, frontier, make_project, open_frontier
+from conftest import Fleet, fleet_args, fp, frontier, make_project, open_frontier, wait_for
 from local_site import LinkedSite
 from scrapy_fleet.observe.server import StatusServer, parse_address
 
@@ -45,8 +45,30 @@ def test_metrics_status_and_page_from_one_reading(redis_client, redis_url, key_p
         assert code == 200 and kind == "application/json"
         assert json.loads(text)["stats"]["pending"] == 4 and json.loads(text)["spider"] == "spider"
         code, kind, text = get(url)
-        assert code == 200 and "spider: running" in text and "refresh" in text
+        assert code == 200 and kind.startswith("text/html") and "rate-chart" in text
+        for asset in re.findall(r'(?:src|href)="/(static/[^"]+)"', text):
+            assert get(url + asset)[0] == 200
         assert get(url + "nothing")[0] == 404
+    finally:
+        server.stop()
+
+
+def test_history_samples_the_totals_while_the_server_runs(redis_client, redis_url, key_prefix):
+    crawl = open_frontier(redis_client, redis_url, key_prefix)
+    crawl.add_totals({"pages": 3}, kinds={"HTTP 404": 1})
+    server = StatusServer("spider", crawl.status, sample_every=0.05)
+    url = server.start()
+    try:
+        wait_for(lambda: len(server.history) >= 3, what="3 history points")
+        crawl.add_totals({"pages": 2})
+        first = len(server.history)
+        wait_for(lambda: len(server.history) > first, what="a point after the change")
+        history = json.loads(get(url + "api/history")[2])
+        points = history["points"]
+        assert history["every"] == 0.05 and len(points) >= 4
+        assert points[0]["pages"] == 3 and points[-1]["pages"] == 5
+        assert points[0]["errors_by_kind"] == {"HTTP 404": 1}
+        assert all(a["t"] <= b["t"] for a, b in zip(points, points[1:]))
     finally:
         server.stop()
 

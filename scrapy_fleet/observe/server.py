@@ -1,32 +1,43 @@
-"""The crawl's numbers over HTTP: ``/metrics`` (Prometheus), ``/api/status`` (JSON, the
-same as ``scrapy fleet SPIDER --status --json``) and ``/`` (a page that reloads itself).
+"""The crawl's numbers over HTTP, served by the launcher (``--web``) or by ``scrapy fleet
+web``: ``/`` the dashboard (static files shipped in this package, no CDN), ``/metrics``
+(Prometheus), ``/api/status`` (JSON, the same as ``scrapy fleet SPIDER --status --json``)
+and ``/api/history`` (the totals sampled every ``sample_every`` seconds while this server
+runs, for the dashboard's charts).
 
 A small threaded HTTP server of the standard library, run on a thread of the process that
-serves it (the launcher, or ``scrapy fleet web``): nothing more to install or run. Each
-request reads the crawl's state from Redis; a Redis that cannot be reached answers 503
-with the reason, never a hang.
+serves it: nothing more to install or run. Each request for /metrics or /api/status reads
+the crawl's state from Redis; a Redis that cannot be reached answers 503 with the reason,
+never a hang.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import signal
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from scrapy_fleet.observe.metrics import COUNTERS, GAUGES, render
+from scrapy_fleet.observe.metrics import render
 
 logger = logging.getLogger(__name__)
 
 StatusReader = Callable[[], dict[str, Any]]
-REFRESH_SECONDS = 2
+SAMPLE_EVERY = 2.0  # s between the points of /api/history
+HISTORY_POINTS = 1800  # an hour at the default
 DEFAULT_WEB_PORT = 6810  # `scrapy fleet web` without --web
+STATIC = {  # the dashboard's files (scrapy_fleet/observe/static/) by URL path
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/dashboard.js": ("dashboard.js", "text/javascript; charset=utf-8"),
+    "/static/dashboard.css": ("dashboard.css", "text/css; charset=utf-8"),
+}
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -43,10 +54,13 @@ def parse_address(text: str) -> tuple[str, int]:
 
 class StatusServer:
     def __init__(self, spider: str, read_status: StatusReader, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, *, sample_every: float = SAMPLE_EVERY) -> None:
         self.spider = spider
         self._read = read_status
         self._lock = threading.Lock()  # one Redis client: one reading at a time
+        self.sample_every = sample_every
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
+        self._stopped = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -59,6 +73,7 @@ class StatusServer:
         self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="fleet-web", daemon=True)
+        self._sampler = threading.Thread(target=self._sample, name="fleet-web-sampler", daemon=True)
 
     @property
     def url(self) -> str:
@@ -67,31 +82,59 @@ class StatusServer:
 
     def start(self) -> str:
         self._thread.start()
+        self._sampler.start()
         return self.url
 
     def stop(self) -> None:
+        self._stopped.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
+    def read(self) -> dict[str, Any]:
+        with self._lock:
+            return self._read()
+
+    # --- history --------------------------------------------------------------------
+
+    def _sample(self) -> None:
+        """A point of the totals every ``sample_every`` s (a failed reading is a gap)."""
+        while not self._stopped.is_set():
+            started = time.monotonic()
+            try:
+                self.history.append(point(self.read()))
+            except Exception as exc:  # noqa: BLE001 - a gap in the chart, said in the log
+                logger.debug("fleet web: no history point: %s", exc)
+            self._stopped.wait(max(0.0, self.sample_every - (time.monotonic() - started)))
+
+    # --- answers --------------------------------------------------------------------
+
     def _answer(self, handler: BaseHTTPRequestHandler) -> None:
         path = handler.path.split("?", 1)[0]
-        if path not in ("/", "/metrics", "/api/status"):
-            self._send(handler, 404, b"not found: try /, /metrics or /api/status\n", "text/plain")
+        if path in STATIC:
+            name, kind = STATIC[path]
+            body = resources.files("scrapy_fleet.observe").joinpath("static", name).read_bytes()
+            self._send(handler, 200, body, kind)
+            return
+        if path == "/api/history":
+            body = json.dumps({"spider": self.spider, "every": self.sample_every,
+                               "points": list(self.history)}).encode()
+            self._send(handler, 200, body, "application/json")
+            return
+        if path not in ("/metrics", "/api/status"):
+            self._send(handler, 404, b"not found: try /, /metrics, /api/status or /api/history\n",
+                       "text/plain")
             return
         try:
-            with self._lock:
-                status = self._read()
+            status = self.read()
         except Exception as exc:  # noqa: BLE001 - any failure is the answer, not a crash
             logger.warning("fleet web: cannot read the crawl's status: %s", exc)
             self._send(handler, 503, f"cannot read the crawl's status: {exc}\n".encode(), "text/plain")
             return
         if path == "/metrics":
             self._send(handler, 200, render(self.spider, status), CONTENT_TYPE_LATEST)
-        elif path == "/api/status":
+        else:
             body = json.dumps({"spider": self.spider, **status}, default=str).encode()
             self._send(handler, 200, body, "application/json")
-        else:
-            self._send(handler, 200, page(self.spider, status).encode(), "text/html; charset=utf-8")
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, code: int, body: bytes, kind: str) -> None:
@@ -103,32 +146,16 @@ class StatusServer:
         handler.wfile.write(body)
 
 
-def page(spider: str, status: dict[str, Any]) -> str:
-    """A plain page of the crawl's numbers and workers, reloaded every REFRESH_SECONDS."""
-    stats, state = status.get("stats", {}), status.get("state", {})
-    # the numbers of /metrics (defined once, in metrics.py), by their stats field
-    totals = "".join(
-        f"<tr><th title='{html.escape(n.help, quote=True)}'>{n.field.replace('_', ' ')}</th>"
-        f"<td>{int(stats.get(n.field, 0)):,}</td></tr>" for n in (*COUNTERS, *GAUGES))
-    workers = "".join(
-        f"<tr><td>{html.escape(w['id'])}</td><td>{'alive' if w['alive'] else 'dead'}</td>"
-        f"<td>{w['last_heartbeat_s']:.1f} s ago</td><td>{'seeding' if w['seeding'] else ''}</td></tr>"
-        for w in status.get("workers", []))
-    waiting = status.get("waiting")
-    why = f"<p>Idle workers wait: {html.escape(str(waiting))}</p>" if waiting else ""
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'>"
-        f"<meta http-equiv='refresh' content='{REFRESH_SECONDS}'>"
-        f"<title>scrapy-fleet: {html.escape(spider)}</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 12px;text-align:left}"
-        "th{font-weight:normal;color:#555}</style></head><body>"
-        f"<h1>{html.escape(spider)}: {html.escape(state.get('status', 'no crawl'))}</h1>"
-        f"<p>seen {int(status.get('seen', 0)):,} URLs</p>{why}"
-        f"<table>{totals}</table><h2>Workers</h2>"
-        f"<table><tr><th>worker</th><th>state</th><th>heartbeat</th><th></th></tr>{workers}</table>"
-        "<p><a href='/metrics'>/metrics</a> · <a href='/api/status'>/api/status</a></p>"
-        "</body></html>"
-    )
+def point(status: dict[str, Any]) -> dict[str, Any]:
+    """One point of /api/history: the crawl's totals at the time of its Redis clock."""
+    stats = status.get("stats", {})
+    return {
+        "t": status.get("now") or time.time(),
+        **{name: stats.get(name, 0) for name in ("pages", "items", "errors", "acked",
+                                                 "pending", "leased")},
+        "workers_alive": sum(1 for w in status.get("workers", []) if w.get("alive")),
+        "errors_by_kind": dict(status.get("errors_by_kind", {})),
+    }
 
 
 def serve_until_stopped() -> int:
