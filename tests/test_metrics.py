@@ -83,6 +83,7 @@ def test_errors_count_each_failed_request_once_everywhere(tmp_path, serve, fleet
     # Scrapy's response_received_count: the 500s that were retried never reached the engine
     assert stats["items"] == 2 and stats["pages"] == 6
     assert re.search(r"totals: pages 6  items 2  errors 5  download errors 3", crawl.text)
+    assert "failed requests: " in crawl.text and "HTTP 404 1" in crawl.text  # in the summary
     hosts = {h["host"]: h["errors"] for h in status["hosts"]["most_errors"]}
     assert hosts == {"127.0.0.1": 5}  # the dead port is the same download slot (its host)
 

@@ -742,7 +742,8 @@ class FleetScheduler(BaseScheduler):
         if self._seeding:
             return "seeding", "feeding the start requests"
         if self._held or self._buffer:
-            return "crawling", f"{len(self._held)} requests in progress"
+            held = len(self._held)
+            return "crawling", f"{held} request{'' if held == 1 else 's'} in progress"
         if self._pending:
             return "idle", ("the queued requests wait for their hosts: download delay, "
                             "backoff or CONCURRENT_REQUESTS_PER_DOMAIN "

@@ -52,5 +52,6 @@ class Launcher:
         output = self.options.output if self.options.item_pipelines else None
         elapsed = time.monotonic() - self.progress.started
         self.progress.say(summary(self.options.spider, verdict.why, supervisor.final_status,
-                                  watch.error, elapsed, workers, output))
+                                  watch.error, elapsed, workers, output,
+                                  pages_before=supervisor.pages_before or 0))
         return verdict.status

@@ -18,8 +18,11 @@ from scrapy_fleet.redis_server import RedisUnavailable, redact
 
 
 def summary(spider: str, why: str, status: dict[str, Any] | None, status_error: str | None,
-            elapsed: float, workers: Sequence[Worker], output: str | None) -> str:
-    """The end of a run: why, the crawl's totals, each worker, the output file."""
+            elapsed: float, workers: Sequence[Worker], output: str | None, *,
+            pages_before: int = 0) -> str:
+    """The end of a run: why, the crawl's totals, each worker, the output file.
+    ``pages_before``: the crawl's pages when this run began (a resumed crawl's rate is
+    this run's pages over this run's time)."""
     lines = [f"--- scrapy fleet {spider}: {why}"]
     if status is not None:
         s = status["stats"]
@@ -33,6 +36,8 @@ def summary(spider: str, why: str, status: dict[str, Any] | None, status_error: 
             + (f"  bad start entries {s['feed_bad']} (see the worker logs)"
                if s.get("feed_bad") else "")
         )
+        if status.get("errors_by_kind"):
+            lines.append("failed requests: " + errors_by_kind(status["errors_by_kind"]))
         state = status["state"]
         crawl_time = ""
         started, finished = number(state.get("started_at")), number(state.get("finished_at"))
@@ -41,8 +46,9 @@ def summary(spider: str, why: str, status: dict[str, Any] | None, status_error: 
             if span > 0:
                 crawl_time = f"; whole crawl {duration(span)}"
         if elapsed > 0:
-            lines.append(f"duration: {duration(elapsed)} ({pages / elapsed:.1f} pages/s "
-                         f"over this run's time{crawl_time})")
+            here = max(0, pages - pages_before)
+            lines.append(f"duration: {duration(elapsed)} ({here} pages in this run, "
+                         f"{here / elapsed:.1f} pages/s{crawl_time})")
     else:
         lines.append(f"duration: {duration(elapsed)}; Redis unreachable: {status_error}")
     for w in workers:
@@ -54,6 +60,14 @@ def summary(spider: str, why: str, status: dict[str, Any] | None, status_error: 
     if output:
         lines.append(f"output: {os.path.abspath(output % {'name': spider})}")
     return "\n".join(lines)
+
+
+def errors_by_kind(kinds: dict[str, int], shown: int = 8) -> str:
+    """"HTTP 404 12, DNSLookupError 3, ...": the most frequent kinds first."""
+    ranked = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))
+    text = ", ".join(f"{kind} {count}" for kind, count in ranked[:shown])
+    rest = sum(count for _, count in ranked[shown:])
+    return text + (f", {len(ranked) - shown} more kinds {rest}" if rest else "")
 
 
 def format_status(spider: str, url: str, status: dict[str, Any]) -> str:
@@ -76,6 +90,8 @@ def format_status(spider: str, url: str, status: dict[str, Any]) -> str:
     names = ["pages", "items", "errors", "download_errors", "enqueued", "duplicate", "popped",
              "acked", "reclaimed", "requeued", "invalid"]
     lines.append("  totals  " + "  ".join(f"{n} {stats.get(n, 0)}" for n in names))
+    if status.get("errors_by_kind"):
+        lines.append("  failed requests  " + errors_by_kind(status["errors_by_kind"]))
     workers = status["workers"]
     alive = sum(1 for w in workers if w["alive"])
     lines.append(f"  workers {len(workers)} ({alive} alive)")

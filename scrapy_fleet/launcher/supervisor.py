@@ -51,6 +51,7 @@ class Supervisor:
         self.saw_done = False
         self.crawl_started_at: str | None = None
         self.final_status: dict[str, Any] | None = None  # read once every worker has exited
+        self.pages_before: int | None = None  # the crawl's pages at this run's first reading
         # a crawl that is done must not keep workers: past this, they are stuck (stopped
         # gracefully, then killed after as long again)
         self.stuck_grace = max(30.0, 2 * config.lease_timeout)
@@ -110,6 +111,8 @@ class Supervisor:
 
     def read_status(self) -> dict[str, Any] | None:
         status = self.watch.status()
+        if status is not None and self.pages_before is None:
+            self.pages_before = status["stats"].get("pages", 0)
         if status is not None and status["state"].get("status") == "done":
             self.saw_done = True
         return status
