@@ -88,3 +88,13 @@ def test_hosts_busiest_slowest_and_most_failing(frontier, redis_client):
 def test_hosts_of_an_empty_crawl(frontier):
     assert frontier.hosts() == {"hosts_with_queued_work": 0, "sampled": 0, "busiest": [],
                                 "slowest": [], "most_errors": []}
+
+
+def test_rows_of_workers_that_left_are_bounded(frontier, redis_client):
+    redis_client.hset(frontier.keys.worker_info,
+                      mapping={f"gone-{i}": row(pid=i) for i in range(1000)})
+    frontier.add_totals({}, info=row(pid=1))  # the 1001st row: the gone ones go
+    status = frontier.status()
+    assert [w["id"] for w in status["workers"]] == ["w1"] and status["workers"][0]["pid"] == 1
+    assert status["gone_workers"] == []
+    assert redis_client.hlen(frontier.keys.worker_info) == 1

@@ -640,7 +640,8 @@ class RedisFrontier:
         args: list[Any] = [self.worker_id, info, len(totals), len(kinds_)]
         for pair in (*totals, *kinds_, *hosts_):
             args += pair
-        keys = [self.keys.error_kinds, self.keys.host_errors, self.keys.worker_info]
+        keys = [self.keys.error_kinds, self.keys.host_errors, self.keys.worker_info,
+                self.keys.workers]
         junk = int(self.run_script("REPORT", keys, args, "report to the crawl", wait=wait))
         if junk:
             # written by another tool: those totals start over (counted in `corrupt`)

@@ -655,7 +655,7 @@ return 1
 # download slot, and its row of the worker table. A report key of the wrong type (junk)
 # is replaced, so a report never fails on junk.
 # KEYS[7] errorkinds (hash)  KEYS[8] hosterrors (zset: the top hosts are cheap)
-# KEYS[9] workerinfo (hash: worker id -> JSON)
+# KEYS[9] workerinfo (hash: worker id -> JSON)  KEYS[10] workers
 # ARGV[3] worker id  ARGV[4] its row ("" = unchanged)  ARGV[5] T  ARGV[6] K
 # ARGV[7..] T (stats field, amount) pairs, then K (kind, count) pairs, then (slot, count)
 # pairs to the end.  Returns how many totals held junk (reset, counted in `corrupt`).
@@ -683,7 +683,16 @@ while i < #ARGV do
   redis.call('ZINCRBY', KEYS[8], tonumber(ARGV[i + 1]), ARGV[i])
   i = i + 2
 end
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[9], ARGV[3], ARGV[4]) end
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[9], ARGV[3], ARGV[4])
+  -- rows of workers that left stay for the dashboard, but not without end (a keep-alive
+  -- crawl restarts workers for weeks): past 1000 rows, only registered workers keep theirs
+  if redis.call('HLEN', KEYS[9]) > 1000 then
+    for _, w in ipairs(redis.call('HKEYS', KEYS[9])) do
+      if not redis.pcall('ZSCORE', KEYS[10], w) then redis.call('HDEL', KEYS[9], w) end
+    end
+  end
+end
 return num(redis.call('HGET', K.stats, 'corrupt'), 0) - before
 """
 
