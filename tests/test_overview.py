@@ -53,12 +53,13 @@ def test_report_keys_of_the_wrong_type_are_replaced_and_counted(frontier, redis_
     redis_client.set(frontier.keys.error_kinds, "junk")
     redis_client.hset(frontier.keys.host_errors, "a.test", 1)  # a hash where a zset belongs
     redis_client.rpush(frontier.keys.worker_info, "junk")
+    redis_client.set(frontier.keys.report_seq, "junk")
     assert frontier.status()["errors_by_kind"] == {}  # read as nothing, no traceback
     frontier.add_totals({"errors": 1}, kinds={"TimeoutError": 1}, hosts={"a.test": 1},
-                        info=row())
+                        info=row(), seq=1)
     status = frontier.status()
     assert status["errors_by_kind"] == {"TimeoutError": 1}
-    assert status["stats"]["corrupt"] == 3
+    assert status["stats"]["corrupt"] == 4
     assert status["workers"][0]["state"] == "crawling"
     assert frontier.hosts()["most_errors"][0]["errors"] == 1
 

@@ -319,3 +319,12 @@ def test_totals_add_up_and_a_junk_total_starts_over(frontier, redis_client, capl
     assert (stats["pages"], stats["errors"], stats["corrupt"]) == (5, 4, 1)
     assert "items" not in stats  # zero deltas are not sent
     assert "1 crawl totals in Redis held junk; reset" in caplog.text
+
+
+def test_a_report_sent_again_under_its_number_is_added_once(frontier):
+    assert frontier.add_totals({"pages": 3}, kinds={"HTTP 404": 1}, seq=1)
+    # the answer was lost with the connection: the worker sends the same report again
+    assert not frontier.add_totals({"pages": 3}, kinds={"HTTP 404": 1}, seq=1)
+    assert frontier.add_totals({"pages": 2}, seq=2)
+    status = frontier.status()
+    assert status["stats"]["pages"] == 5 and status["errors_by_kind"] == {"HTTP 404": 1}

@@ -86,7 +86,8 @@ class CrawlKeys:
         return self.base + "state"
 
     # what workers report (scrapy_fleet/observe/worker.py): failed requests by kind and
-    # by download slot, and each worker's row of the dashboard's worker table
+    # by download slot, each worker's row of the dashboard's worker table, and the number of
+    # its last report taken
     @property
     def error_kinds(self) -> str:
         return self.base + "errorkinds"
@@ -98,6 +99,10 @@ class CrawlKeys:
     @property
     def worker_info(self) -> str:
         return self.base + "workerinfo"
+
+    @property
+    def report_seq(self) -> str:
+        return self.base + "reportseq"
 
     # the derived keys: the scripts build these from ``queue_prefix`` / ``lease_prefix``
     @property

@@ -627,25 +627,33 @@ class RedisFrontier:
         return FinishCheck(status, *(int(x) for x in raw[1:5]))
 
     def add_totals(self, deltas: Mapping[str, int], *, kinds: Mapping[str, int] | None = None,
-                   hosts: Mapping[str, int] | None = None, info: str = "",
-                   wait: bool = True) -> None:
+                   hosts: Mapping[str, int] | None = None, info: str = "", seq: int = 0,
+                   wait: bool = True) -> bool:
         """Add this worker's counters (pages, items, errors...) to the crawl's totals, its
         failed requests by kind and by download slot (``hosts``), and store its row of the
-        worker table (``info``, JSON; "" leaves it as it was). One script: all or nothing."""
+        worker table (``info``, JSON; "" leaves it as it was). One script: all or nothing.
+
+        ``seq`` numbers this worker's reports (1, 2, ...): a report sent again under the
+        same number, because the answer to the first try was lost, is not added twice.
+        Returns False for such a report (taken before)."""
         totals = [(f, int(v)) for f, v in deltas.items() if v]
         kinds_ = [(k, int(v)) for k, v in (kinds or {}).items() if v]
         hosts_ = [(h, int(v)) for h, v in (hosts or {}).items() if v]
         if not (totals or kinds_ or hosts_ or info):
-            return
-        args: list[Any] = [self.worker_id, info, len(totals), len(kinds_)]
+            return True
+        args: list[Any] = [self.worker_id, info, len(totals), len(kinds_), seq]
         for pair in (*totals, *kinds_, *hosts_):
             args += pair
         keys = [self.keys.error_kinds, self.keys.host_errors, self.keys.worker_info,
-                self.keys.workers]
+                self.keys.workers, self.keys.report_seq]
         junk = int(self.run_script("REPORT", keys, args, "report to the crawl", wait=wait))
+        if junk < 0:
+            logger.debug("report %d was taken before (its answer was lost)", seq)
+            return False
         if junk:
             # written by another tool: those totals start over (counted in `corrupt`)
             logger.warning("%d crawl totals in Redis held junk; reset", junk)
+        return True
 
     def status(self) -> dict[str, Any]:
         """A snapshot of the crawl for humans: counters, state and workers (overview.py)."""

@@ -726,16 +726,18 @@ class FleetScheduler(BaseScheduler):
 
     def _send_report(self, *, wait: bool = False) -> None:
         """This worker's counters, failed requests and state to the crawl, if they changed
-        (a report Redis did not take goes again with the next one)."""
+        (a report Redis did not answer goes again as it was, then what came after it)."""
         assert self.frontier is not None
         if not self.finished and self.fatal is None and not self._closing:
             self.report.set_state(*self._activity())
-        report = self.report.pending()
-        if report is None:
-            return
-        self.frontier.add_totals(report.totals, kinds=report.kinds, hosts=report.hosts,
-                                 info=report.info, wait=wait)
-        self.report.sent(report)
+        # at most twice: a report that was not answered, then what came after it
+        for _ in range(2):
+            report = self.report.pending()
+            if report is None:
+                return
+            self.frontier.add_totals(report.totals, kinds=report.kinds, hosts=report.hosts,
+                                     info=report.info, seq=report.seq, wait=wait)
+            self.report.sent(report)
 
     def _activity(self) -> tuple[str, str]:
         """What this worker does now, and why it idles if it does (the worker table)."""

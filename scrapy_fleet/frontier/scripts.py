@@ -653,24 +653,33 @@ return 1
 # A worker's report (scrapy_fleet/observe/worker.py): its counters (pages, items,
 # errors...) added to the crawl's totals in `stats`, its failed requests by kind and by
 # download slot, and its row of the worker table. A report key of the wrong type (junk)
-# is replaced, so a report never fails on junk.
+# is replaced, so a report never fails on junk. Each report of a worker has the next
+# number: one sent again (its answer was lost with the connection) is not added twice.
 # KEYS[7] errorkinds (hash)  KEYS[8] hosterrors (zset: the top hosts are cheap)
-# KEYS[9] workerinfo (hash: worker id -> JSON)  KEYS[10] workers
+# KEYS[9] workerinfo (hash: worker id -> JSON)  KEYS[10] workers  KEYS[11] reportseq
 # ARGV[3] worker id  ARGV[4] its row ("" = unchanged)  ARGV[5] T  ARGV[6] K
-# ARGV[7..] T (stats field, amount) pairs, then K (kind, count) pairs, then (slot, count)
-# pairs to the end.  Returns how many totals held junk (reset, counted in `corrupt`).
+# ARGV[7] the report's number (0: not numbered)
+# ARGV[8..] T (stats field, amount) pairs, then K (kind, count) pairs, then (slot, count)
+# pairs to the end.  Returns how many totals held junk (reset, counted in `corrupt`), or
+# -1 for a report already taken.
 REPORT = PRELUDE + r"""
 local before = num(redis.call('HGET', K.stats, 'corrupt'), 0)
-local want = {'hash', 'zset', 'hash'}
-for k = 7, 9 do
+for _, pair in ipairs({{7, 'hash'}, {8, 'zset'}, {9, 'hash'}, {11, 'hash'}}) do
+  local k, want = pair[1], pair[2]
   local kind = redis.call('TYPE', KEYS[k])
   if type(kind) == 'table' then kind = kind.ok end
-  if kind ~= want[k - 6] and kind ~= 'none' then
+  if kind ~= want and kind ~= 'none' then
     redis.call('DEL', KEYS[k])
     incr(K.stats, 'corrupt', 1)
   end
 end
-local i, t, k = 7, tonumber(ARGV[5]), tonumber(ARGV[6])
+local seq = tonumber(ARGV[7])
+if seq > 0 then
+  local last = tonumber(redis.call('HGET', KEYS[11], ARGV[3]) or '')
+  if last and last >= seq then return -1 end
+  redis.call('HSET', KEYS[11], ARGV[3], seq)
+end
+local i, t, k = 8, tonumber(ARGV[5]), tonumber(ARGV[6])
 for _ = 1, t do
   incr(K.stats, ARGV[i], tonumber(ARGV[i + 1]))
   i = i + 2
@@ -689,7 +698,10 @@ if ARGV[4] ~= '' then
   -- crawl restarts workers for weeks): past 1000 rows, only registered workers keep theirs
   if redis.call('HLEN', KEYS[9]) > 1000 then
     for _, w in ipairs(redis.call('HKEYS', KEYS[9])) do
-      if not redis.pcall('ZSCORE', KEYS[10], w) then redis.call('HDEL', KEYS[9], w) end
+      if not redis.pcall('ZSCORE', KEYS[10], w) then
+        redis.call('HDEL', KEYS[9], w)
+        redis.call('HDEL', KEYS[11], w)
+      end
     end
   end
 end

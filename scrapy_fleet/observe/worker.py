@@ -6,8 +6,11 @@ The scheduler calls :meth:`WorkerReport.request_finished` for every request it l
 the engine is done with it, :meth:`WorkerReport.callback_failed` when a callback or errback
 raised, and sends :meth:`WorkerReport.pending` to Redis every ``REPORT_INTERVAL`` while it
 changes (so the crawl's totals move while pages are crawled, not in heartbeat steps);
-:meth:`WorkerReport.sent` books what Redis took. A report Redis did not take is sent again
-with what came after it: counts are deltas against what was booked as sent.
+:meth:`WorkerReport.sent` books what Redis took. Counts are deltas against what was booked
+as sent, and each report has the next number: one that Redis did not answer is sent again
+as it was, under its number, until it is answered (Redis adds a number once), and only
+then comes the next one with what happened meanwhile. So a report is never lost and never
+counted twice, even when the connection drops between Redis taking it and its answer.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class Report:
     hosts: dict[str, int]  # download slot -> failed requests to add
     info: str  # the worker's row, JSON
     snapshot: dict[str, int] = field(default_factory=dict)  # the totals as sent
+    seq: int = 0  # this worker's reports are numbered 1, 2, ...
 
 
 def failure_kind(result: Any, spider: Any = None, settings: Any = None) -> str | None:
@@ -115,6 +119,8 @@ class WorkerReport:
         self._callback_failed: OrderedDict[str, str] = OrderedDict()  # lease -> kind
         self._sent: dict[str, int] = {}  # totals as Redis last took them
         self._sent_info = ""
+        self._seq = 0  # the number of the last report Redis took
+        self._unanswered: Report | None = None  # sent, not answered: it goes again as is
 
     @classmethod
     def for_this_process(cls, stats: Any, worker_id: str) -> WorkerReport:
@@ -160,17 +166,24 @@ class WorkerReport:
         }, sort_keys=True)
 
     def pending(self) -> Report | None:
-        """What is not yet in Redis; None when nothing changed since the last report."""
+        """What is not yet in Redis; None when nothing changed since the last report. A
+        report that was not answered comes back unchanged until it is."""
+        if self._unanswered is not None:
+            return self._unanswered
         current = {f: int(self.stats.get_value(stat, 0) or 0) for stat, f in TOTALS.items()}
         totals = {f: v - self._sent.get(f, 0) for f, v in current.items()}
         totals = {f: v for f, v in totals.items() if v}
         info = self.info(current)
         if not totals and not self._kinds and info == self._sent_info:
             return None
-        return Report(totals, dict(self._kinds), dict(self._hosts), info, current)
+        self._unanswered = Report(totals, dict(self._kinds), dict(self._hosts), info, current,
+                                  self._seq + 1)
+        return self._unanswered
 
     def sent(self, report: Report) -> None:
-        """Redis took ``report``."""
+        """Redis took ``report`` (now, or at an earlier try whose answer was lost)."""
+        self._unanswered = None
+        self._seq = report.seq
         self._sent = report.snapshot
         self._sent_info = report.info
         self._kinds.subtract(report.kinds)
