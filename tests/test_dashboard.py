@@ -17,6 +17,7 @@ import pytest
 
 from conftest import Fleet, fleet_args, free_port, make_project, wait_for
 from local_site import LinkedSite
+from scrapy_fleet.observe.server import StatusServer
 
 WINDOW = "1280,900"
 
@@ -85,3 +86,39 @@ def test_the_dashboard_shows_a_live_crawl_in_a_real_browser(tmp_path: Path, serv
     if os.environ.get("FLEET_SCREENSHOT"):
         shutil.copyfile(picture, os.environ["FLEET_SCREENSHOT"])
     assert crawl.wait() == 0, crawl.text
+
+
+@pytest.mark.slow
+def test_the_dashboard_shows_text_from_redis_as_text_and_says_when_redis_is_away(tmp_path: Path):
+    browser = chromium()
+    evil = '<img src=x onerror="document.title=\'owned\'">'
+    status = {
+        "stats": {"pages": 3, "acked": 3}, "state": {"status": "running"}, "seen": 3, "now": 1.0,
+        "workers": [{"id": evil, "alive": True, "last_heartbeat_s": 0.5, "seeding": False,
+                     "host": evil, "state": "idle", "why": evil, "pages": 3}],
+        "errors_by_kind": {evil: 1},
+        "hosts": {"busiest": [{"host": evil, "queued": 1, "in_flight": 0, "errors": 1,
+                               "delay_s": 0.0, "backoff_s": 0.0, "backoffs": 0}],
+                  "slowest": [], "most_errors": []},
+    }
+    reachable = [True]
+
+    def read() -> dict:
+        if not reachable[0]:
+            raise ConnectionError("Redis at redis://10.9.9.9:6379/0 refused the connection")
+        return status
+
+    server = StatusServer("links", read, sample_every=0.05)
+    url = server.start()
+    try:
+        dom = browse(browser, tmp_path / "chromium", url, "--dump-dom")
+        assert "<img" not in dom.split("<body", 1)[1]  # shown as text, never as markup
+        assert "&lt;img src=x" in dom
+        assert re.search(r"<title>links: running", dom)  # the onerror never ran
+        reachable[0] = False
+        dom = browse(browser, tmp_path / "chromium", url, "--dump-dom")
+        problem = re.search(r'<p id="problem"([^>]*)>([^<]*)<', dom)
+        assert problem and "hidden" not in problem.group(1)
+        assert "refused the connection" in problem.group(2)
+    finally:
+        server.stop()
