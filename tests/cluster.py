@@ -98,6 +98,16 @@ class LocalCluster:
                     return int(nodes[0][1])
         raise RuntimeError(f"no master holds slot {slot}")
 
+    def restart(self, port: int) -> None:
+        """Shut one master down (its append-only file and nodes.conf kept) and start it
+        again: it comes back with its slots and its data."""
+        try:
+            redis.Redis(port=port, socket_timeout=5).shutdown(save=False)
+        except redis.ConnectionError:
+            pass  # SHUTDOWN closes the connection
+        self._start_node(port)
+        self.wait_ok()
+
     def stop(self) -> None:
         for port in self.ports:
             try:

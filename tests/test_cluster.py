@@ -4,6 +4,8 @@ lives in one slot (its keys share the hash tag ``{spider}``), so one master serv
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from redis.cluster import RedisCluster
 
 from cluster import LocalCluster, cluster_ports
-from conftest import Fleet, fleet_args, fp, make_project
+from conftest import Fleet, fleet_args, fp, make_project, wait_for
 from local_site import LinkedSite
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.queue import RedisFrontier
@@ -44,6 +46,7 @@ def test_any_nodes_url_gives_a_cluster_client_that_runs_the_frontier(cluster, ke
         frontier.set_seeding(False)
         frontier.add_totals({"pages": 2})
         assert frontier.status()["stats"]["pages"] == 2
+        assert frontier.hosts()["hosts_with_queued_work"] == 0  # both leased
         assert not frontier.check_finished().finished  # two leased
         frontier.flush(acks=[lease for lease, _ in result.popped])
         assert frontier.check_finished().finished
@@ -65,3 +68,39 @@ def test_a_fleet_crawl_through_a_node_that_does_not_hold_its_keys(tmp_path: Path
     finally:
         site.stop()
     assert len(site.page_fetches()) == 40 and set(site.page_fetches().values()) == {1}
+
+
+def test_a_master_restarted_and_a_worker_killed_mid_crawl_lose_nothing(tmp_path: Path, cluster,
+                                                                       key_prefix):
+    site = LinkedSite(300, delay=0.02).start()
+    try:
+        keys = CrawlKeys(key_prefix, "links")
+        owner = cluster.owner(keys.state)
+        other = next(u for u, p in zip(cluster.urls, cluster.ports) if p != owner)
+        settings = {"REDIS_URL": other, "FLEET_KEY_PREFIX": key_prefix,
+                    "FLEET_DATA_DIR": str(tmp_path / ".fleet"), "CONCURRENT_REQUESTS": "4",
+                    "FLEET_LEASE_TIMEOUT": "3", "FLEET_REDIS_RETRY_TIMEOUT": "60"}
+        fleet = Fleet(make_project(tmp_path), fleet_args(site.url, settings, "-n", "2"))
+        view = RedisFrontier(connect(other), keys, "test", url=other)
+        wait_for(lambda: len(site.page_fetches()) >= 60, what="the crawl under way")
+        # the master that holds the crawl's slot goes away and comes back (its AOF and
+        # nodes.conf keep the crawl and its slots)
+        cluster.restart(owner)
+        wait_for(lambda: len(site.page_fetches()) >= 120 or fleet.proc.poll() is not None,
+                 what="the crawl going on")
+        assert fleet.proc.poll() is None, fleet.text[-3000:]
+        # then a worker is SIGKILLed while it holds leases: scrapy fleet restarts it
+        victim = next(w for w in view.status()["workers"] if w["alive"] and w.get("pid"))
+        os.kill(victim["pid"], signal.SIGKILL)
+        assert fleet.wait() == 0, fleet.text[-3000:]
+        assert "finished" in fleet.text
+        assert "died with signal 9 (SIGKILL)" in fleet.text, fleet.text
+    finally:
+        site.stop()
+    fetches = site.page_fetches()
+    assert len(fetches) == 300  # every page, none lost
+    assert sum(n - 1 for n in fetches.values()) <= 2 * (4 + 16)  # only what was in flight
+    status = view.status()
+    assert status["stats"]["pending"] == status["stats"]["leased"] == 0
+    assert status["stats"]["acked"] == status["stats"]["enqueued"]
+    assert view.hosts()["busiest"] == []  # nothing queued is left anywhere

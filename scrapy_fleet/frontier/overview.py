@@ -36,13 +36,13 @@ def read_status(frontier: RedisFrontier) -> dict[str, Any]:
         pipe.zcard(keys.delayed)
         pipe.hgetall(keys.worker_info)
         pipe.hgetall(keys.error_kinds)
-        return pipe.execute(raise_on_error=False)
+        return _answers(pipe.execute(raise_on_error=False))
 
-    stats, state, workers, seeding, ready, delayed, info, kinds = (
-        _or_empty(x) for x in frontier.call(run, "read the crawl status"))
+    stats, state, workers, seeding, ready, delayed, info, kinds = frontier.call(
+        run, "read the crawl status")
     now_ms = server_ms(frontier)
     seen = frontier.seen_status()
-    numbers, corrupt = _numbers(stats)
+    numbers, corrupt = _numbers(stats or {})
     if corrupt:
         numbers["corrupt"] = numbers.get("corrupt", 0) + corrupt
     waiting = None
@@ -94,10 +94,10 @@ def read_hosts(frontier: RedisFrontier, limit: int = HOSTS_SHOWN) -> dict[str, A
         pipe.zrevrange(keys.host_errors, 0, max(0, limit - 1), withscores=True)
         pipe.zcard(keys.ready)
         pipe.zcard(keys.delayed)
-        return pipe.execute(raise_on_error=False)
+        return _answers(pipe.execute(raise_on_error=False))
 
-    ready, delayed, inflight, top_errors, n_ready, n_delayed = (
-        _or_empty(x) for x in frontier.call(candidates, "sample the crawl's hosts"))
+    ready, delayed, inflight, top_errors, n_ready, n_delayed = frontier.call(
+        candidates, "sample the crawl's hosts")
     slots = list(dict.fromkeys([*(ready or []), *(delayed or []), *(inflight or []),
                                 *(s for s, _ in top_errors or [])]))
     summary = {"hosts_with_queued_work": int(n_ready or 0) + int(n_delayed or 0),
@@ -113,7 +113,7 @@ def read_hosts(frontier: RedisFrontier, limit: int = HOSTS_SHOWN) -> dict[str, A
             pipe.zscore(keys.host_errors, slot)
         for key in (keys.inflight, keys.slot_delay, keys.crawl_delay, keys.backoff):
             pipe.hmget(key, slots)
-        return pipe.execute(raise_on_error=False)
+        return _answers(pipe.execute(raise_on_error=False))
 
     raw = frontier.call(details, "read the hosts' queues and delays")
     per_slot = raw[:2 * len(slots)]
@@ -213,9 +213,16 @@ def _int(raw: Any, default: int = 0) -> int:
         return default
 
 
-def _or_empty(value: Any) -> Any:
-    """A pipeline answer, or None where that key held the wrong type (junk)."""
-    return None if isinstance(value, Exception) else value
+def _answers(results: list[Any]) -> list[Any]:
+    """A pipeline's answers, None where a key held the wrong type (junk, read as empty);
+    any other error is raised, so that RedisFrontier.call retries what is transient (a
+    cluster between states) and reports the rest."""
+    for i, value in enumerate(results):
+        if isinstance(value, Exception):
+            if not str(value).startswith("WRONGTYPE"):
+                raise value
+            results[i] = None
+    return results
 
 
 def text(value: bytes | str | None) -> str:

@@ -68,6 +68,16 @@ MAX_PRIORITY = 4000  # |priority| * 2^40 + id must stay exact in a double
 MAX_CALL_BYTES = 64 << 20  # pushes sent in one script call at most (Redis takes up to 1 GB)
 STALE_RETRIES = 5  # a seen-set that changes under every try is a fault, not a loop
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
+# a Redis Cluster between states: a master restarting or failing over answers CLUSTERDOWN,
+# TRYAGAIN or READONLY for a while, and redis-py gives up a call ("TTL exhausted") or finds
+# a slot on no node while its map is stale. All pass once the cluster is ok again.
+_CLUSTER_TRANSIENT = (
+    redis.exceptions.ClusterDownError,  # MasterDownError too
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.SlotNotCoveredError,
+)
 
 
 @dataclass(frozen=True)
@@ -189,6 +199,8 @@ class RedisFrontier:
                 raise RedisUnavailable(
                     f"Redis at {redact(self.url)} refused the password: {exc}"
                 ) from exc
+            except _CLUSTER_TRANSIENT as exc:
+                self._outage(what, exc, oom=False, wait=wait)
             except redis.exceptions.ResponseError as exc:
                 if not _is_oom(exc):
                     raise

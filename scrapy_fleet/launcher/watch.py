@@ -11,10 +11,12 @@ import os
 import socket
 from typing import Any
 
+import redis
+
 from scrapy_fleet.config import FleetConfig
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.queue import FrontierFault, RedisFrontier
-from scrapy_fleet.redis_server import RedisUnavailable, connect
+from scrapy_fleet.redis_server import RedisUnavailable, connect, redact
 
 
 def launcher_frontier(url: str, keys: CrawlKeys, config: FleetConfig) -> RedisFrontier:
@@ -48,6 +50,11 @@ class CrawlWatch:
             value = getattr(self._frontier, read)()
         except (RedisUnavailable, FrontierFault) as exc:
             self.error = str(exc)
+            return None
+        except redis.RedisError as exc:
+            # an answer nobody foresaw (a managed Redis's restriction...): the launcher
+            # says it and keeps watching its workers, it does not die with them
+            self.error = f"Redis at {redact(self.url)} answered {type(exc).__name__}: {exc}"
             return None
         self.error = None
         return value
