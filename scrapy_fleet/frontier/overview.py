@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 # state fields the scripts keep in ms of the server's clock, shown in seconds
 _MS_STATE_FIELDS = ("finished_at", "idle_since", "reclaimed_at", "idle_timeout")
-GONE_WORKERS_SHOWN = 50  # rows of workers that left the crawl (newest first)
+GONE_WORKERS_SHOWN = 50  # rows of workers that left the crawl (highest pid first)
 HOSTS_SAMPLED = 200  # slots read from each of ready / delayed for the host tables
 HOSTS_SHOWN = 10
 
