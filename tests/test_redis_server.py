@@ -12,12 +12,16 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from conftest import free_port
+from conftest import Fleet, fleet_args, fp, free_port, make_project
+from local_site import LinkedSite
+from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.redis_server import (
     RedisUnavailable,
     UnsafeDirectory,
@@ -29,6 +33,7 @@ from scrapy_fleet.redis_server import (
     socket_path,
     stop_embedded_server,
 )
+from tls_proxy import TlsProxy
 
 
 @pytest.fixture
@@ -269,3 +274,44 @@ def test_a_second_server_on_the_same_data_is_never_started(tmp_path: Path):
             old.shutdown(nosave=True)
         except redis.ConnectionError:
             pass
+
+
+@pytest.fixture
+def tls(tmp_path: Path, redis_url: str) -> Iterator[TlsProxy]:
+    """The session's Redis behind TLS (tests/tls_proxy.py: the bundled server has none)."""
+    proxy = TlsProxy(tmp_path, redis_url[len("unix://"):])
+    yield proxy
+    proxy.stop()
+
+
+def test_rediss_urls_run_the_frontier_over_tls(tls: TlsProxy, key_prefix: str):
+    url = tls.url(f"ssl_ca_certs={tls.ca}")
+    client = connect(url)
+    assert client.connection_pool.connection_class is redis.SSLConnection
+    frontier = RedisFrontier(client, CrawlKeys(key_prefix, "spider"), "w1", url=url)
+    assert frontier.open(fresh=True, owner="Spider") in ("new", "fresh")
+    result = frontier.flush([(fp(1), "a", 0, b"one"), (fp(1), "a", 0, b"dup")], pop=5)
+    assert result.pushed == [True, False] and len(result.popped) == 1
+    frontier.add_totals({"pages": 1})
+    assert frontier.status()["stats"]["pages"] == 1
+
+
+def test_an_untrusted_certificate_fails_at_once_saying_how_to_trust_it(tls: TlsProxy,
+                                                                        key_prefix: str):
+    url = tls.url()  # no ssl_ca_certs: the test CA is unknown to this machine
+    frontier = RedisFrontier(connect(url), CrawlKeys(key_prefix, "spider"), "w1", url=url,
+                             retry_timeout=60)
+    started = time.monotonic()
+    with pytest.raises(RedisUnavailable, match=r"certificate is not trusted .*ssl_ca_certs="):
+        frontier.open(fresh=True, owner="Spider")
+    assert time.monotonic() - started < 30  # not retried for the 60 s deadline
+
+
+@pytest.mark.slow
+def test_a_fleet_crawl_over_rediss(tmp_path: Path, tls: TlsProxy, serve, key_prefix: str):
+    site = serve(LinkedSite(40))
+    settings = {"REDIS_URL": tls.url(f"ssl_ca_certs={tls.ca}"), "FLEET_KEY_PREFIX": key_prefix}
+    crawl = Fleet(make_project(tmp_path / "project"), fleet_args(site.url, settings, "-n", "2"))
+    assert crawl.wait() == 0, crawl.text[-3000:]
+    assert "finished" in crawl.text and "rediss://127.0.0.1" in crawl.text
+    assert set(site.page_fetches().values()) == {1} and len(site.page_fetches()) == 40

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import time
 import uuid
@@ -207,6 +208,14 @@ class RedisFrontier:
                 # out of memory: other workers' acks may free some; then give up clearly
                 self._outage(what, exc, oom=True, wait=wait)
             except _TRANSIENT as exc:
+                if _untrusted_certificate(exc):
+                    # rediss:// to a server whose certificate we do not trust: waiting
+                    # never fixes that either
+                    raise RedisUnavailable(
+                        f"Redis at {redact(self.url)}: its TLS certificate is not trusted "
+                        f"({exc}); name the CA that signed it in the URL: "
+                        "rediss://host:port/0?ssl_ca_certs=/path/to/ca.pem"
+                    ) from exc
                 self._outage(what, exc, oom=False, wait=wait)
             else:
                 if self._down_since is not None:
@@ -687,6 +696,12 @@ def _by_size(pushes: Sequence[PushEntry], limit: int) -> list[Sequence[PushEntry
             start, size = i, len(entry[3]) + 64
     chunks.append(pushes[start:])
     return chunks
+
+
+def _untrusted_certificate(exc: BaseException) -> bool:
+    """A TLS handshake that failed on the server's certificate (redis-py wraps it)."""
+    return isinstance(exc.__context__, ssl.SSLCertVerificationError) or \
+        "CERTIFICATE_VERIFY_FAILED" in str(exc)
 
 
 def _is_oom(exc: redis.exceptions.ResponseError) -> bool:
