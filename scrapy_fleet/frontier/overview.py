@@ -150,9 +150,7 @@ def read_hosts(frontier: RedisFrontier, limit: int = HOSTS_SHOWN) -> dict[str, A
 def server_ms(frontier: RedisFrontier) -> int:
     """The crawl's Redis clock in ms (heartbeats, backoffs are in its time; a cluster
     pipeline takes neither TIME nor scripts, so a script of its own)."""
-    now = frontier.call(lambda: frontier._scripts["NOW"](keys=[frontier.keys.state],
-                                                         client=frontier.client),
-                        "read the Redis clock")
+    now = frontier.run_script("NOW", [], [], "read the Redis clock")
     return int(now[0]) * 1000 + int(now[1]) // 1000
 
 
@@ -225,11 +223,12 @@ def _answers(results: list[Any]) -> list[Any]:
     return results
 
 
-def text(value: bytes | str | None) -> str:
-    """Redis bytes as text, whatever they hold (non-UTF-8 comes out escaped)."""
+def text(value: Any) -> str:
+    """A Redis reply as text, whatever it holds (non-UTF-8 bytes come out escaped; None
+    is "")."""
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value
-    return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return str(value)
 

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scrapy_fleet.frontier.keys import SeenKeys
+from scrapy_fleet.frontier.overview import text
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ class SeenSet:
 
     def load(self, reply: Sequence[Any]) -> SeenView:
         """Take SEEN_INIT's answer as the current view."""
-        mode = _text(reply[0])
+        mode = text(reply[0])
         view = SeenView(mode, *(int(x) for x in reply[1:4])) if mode == "bloom" else SeenView(mode)
         self.view = view
         self._layers = view.bloom_layers()
@@ -220,7 +221,7 @@ class SeenSet:
     def describe(fields: Sequence[Any], legacy: int) -> dict[str, Any]:
         """The seen-set's size (and a Bloom filter's fill and estimated false-positive
         rate) from its STATUS_FIELDS and the old SET's size; junk reads as 0."""
-        values = dict(zip(STATUS_FIELDS, (_text(v) for v in fields)))
+        values = dict(zip(STATUS_FIELDS, (text(v) for v in fields)))
         mode = values.get("mode") or "exact"
         if mode != "bloom":
             return {"mode": mode, "count": _int(values.get("n")) + legacy, "legacy": legacy}
@@ -231,14 +232,6 @@ class SeenSet:
         counts = [_int(values.get(f"n{i}")) for i in range(layers)]
         return {"mode": mode, "count": sum(counts), "legacy": legacy,
                 "bloom": bloom_estimate(capacity, k, counts)}
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "backslashreplace")
-    return str(value)
 
 
 def _int(value: str | None) -> int:
