@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from scrapy_fleet.frontier.keys import MAX_PARTITIONS
 from scrapy_fleet.frontier.seenset import (
     DEFAULT_BLOOM_CAPACITY,
     DEFAULT_BLOOM_ERROR_RATE,
@@ -64,6 +65,7 @@ class FleetConfig:
     # the crawl's seen-set (scrapy_fleet/frontier/seenset.py); for a new crawl only
     dupefilter: str = MODES[0]
     bloom_capacity: int = DEFAULT_BLOOM_CAPACITY
+    partitions: int | None = None  # a new crawl's; None: 16 on a Redis Cluster, else 1
     bloom_error_rate: float = DEFAULT_BLOOM_ERROR_RATE
 
     @property
@@ -71,10 +73,11 @@ class FleetConfig:
         # several heartbeats per lease timeout, so one late beat never looks like a death
         return max(0.1, self.lease_timeout / 5)
 
-    def seen_options(self) -> dict[str, Any]:
-        """RedisFrontier's seen-set arguments (they shape a new crawl's seen-set)."""
+    def layout_options(self) -> dict[str, Any]:
+        """RedisFrontier's arguments that shape a new crawl: its seen-set and partitions
+        (a crawl keeps the shape it was made with)."""
         return {"dupefilter": self.dupefilter, "bloom_capacity": self.bloom_capacity,
-                "bloom_error_rate": self.bloom_error_rate}
+                "bloom_error_rate": self.bloom_error_rate, "partitions": self.partitions}
 
     @classmethod
     def from_settings(cls, settings: BaseSettings) -> FleetConfig:
@@ -107,6 +110,7 @@ class FleetConfig:
             dupefilter=_dupefilter(settings),
             bloom_capacity=_bloom_capacity(settings),
             bloom_error_rate=_bloom_error_rate(settings),
+            partitions=_partitions(settings),
         )
         if not config.key_prefix or "{" in config.key_prefix or "}" in config.key_prefix:
             raise ConfigError(
@@ -230,6 +234,17 @@ def _dupefilter(settings: BaseSettings) -> str:
         raise ConfigError(f"FLEET_DUPEFILTER must be one of {', '.join(MODES)}, got "
                           f"{settings.get('FLEET_DUPEFILTER')!r}")
     return mode
+
+
+def _partitions(settings: BaseSettings) -> int | None:
+    raw = settings.get("FLEET_PARTITIONS")
+    if raw in (None, "", "auto"):
+        return None
+    value = number_setting(settings, "FLEET_PARTITIONS", 1, minimum=1.0)
+    if value != int(value) or value > MAX_PARTITIONS:
+        raise ConfigError(f"FLEET_PARTITIONS must be a whole number from 1 to {MAX_PARTITIONS} "
+                          f"(or auto), got {raw!r}")
+    return int(value)
 
 
 def _bloom_capacity(settings: BaseSettings) -> int:

@@ -1,6 +1,6 @@
 """REDIS_URL naming any node of a real Redis Cluster (3 masters, tests/cluster.py): the
 frontier and a real ``scrapy fleet`` crawl work through it, MOVED followed. Today a crawl
-lives in one slot (its keys share the hash tag ``{spider}``), so one master serves it."""
+is split into partitions spread over the masters (tests/test_partitions.py on one Redis)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from redis.cluster import RedisCluster
 
 from cluster import LocalCluster, cluster_ports
 from conftest import Fleet, fleet_args, fp, make_project, wait_for
-from local_site import LinkedSite
+from conftest import scrapy_args
+from local_site import Host, LinkedSite, PoliteSite
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.redis_server import connect
@@ -104,3 +105,42 @@ def test_a_master_restarted_and_a_worker_killed_mid_crawl_lose_nothing(tmp_path:
     assert status["stats"]["pending"] == status["stats"]["leased"] == 0
     assert status["stats"]["acked"] == status["stats"]["enqueued"]
     assert view.hosts()["busiest"] == []  # nothing queued is left anywhere
+
+
+def test_a_crawl_over_many_hosts_is_spread_over_every_master_and_ends_exactly(
+        tmp_path: Path, cluster, key_prefix):
+    """A crawl on a cluster is split (16 partitions): its keys and commands are on every
+    master, none serves most of them, and the end is declared once every page is crawled."""
+    import redis
+
+    nodes = [redis.Redis(port=port) for port in cluster.ports]
+    before = [_script_calls(node) for node in nodes]
+    site = PoliteSite([Host(pages=10) for _ in range(16)]).start()
+    try:
+        settings = {"REDIS_URL": cluster.urls[0], "FLEET_KEY_PREFIX": key_prefix,
+                    "FLEET_DATA_DIR": str(tmp_path / ".fleet"), "CONCURRENT_REQUESTS": "8"}
+        fleet = Fleet(make_project(tmp_path),
+                      ["links", "-n", "2", *scrapy_args(settings, {"start_url": site.hub_url})])
+        assert fleet.wait() == 0, fleet.text[-3000:]
+        assert "finished" in fleet.text
+    finally:
+        site.stop()
+    for i in range(16):
+        pages = site.pages(site.host(i))
+        assert len(pages) == 10 and len(set(pages)) == 10, (i, pages)
+    keys = CrawlKeys(key_prefix, "links")
+    per_node = [sum(1 for _ in node.scan_iter(match=keys.partitions_pattern, count=1000))
+                for node in nodes]
+    assert all(n > 0 for n in per_node), per_node  # every master holds partitions
+    calls = [_script_calls(node) - b for node, b in zip(nodes, before)]
+    assert max(calls) < 0.6 * sum(calls), calls  # no master serves most of the crawl
+    view = RedisFrontier(connect(cluster.urls[1]), keys, "test", url=cluster.urls[1])
+    status = view.status()
+    assert status["partitions"] == 16 and status["state"]["status"] == "done"
+    assert status["stats"]["acked"] == status["stats"]["enqueued"] == 16 * 10 + 1
+    assert status["stats"]["pending"] == status["stats"]["leased"] == 0
+
+
+def _script_calls(node) -> int:
+    stats = node.info("commandstats")
+    return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))

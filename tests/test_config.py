@@ -145,12 +145,14 @@ def test_secret_settings_from_the_environment_win_like_s(monkeypatch):
 
 def test_seen_set_settings():
     config = FleetConfig.from_settings(Settings())
-    assert config.seen_options() == {"dupefilter": "exact", "bloom_capacity": 10_000_000,
-                                     "bloom_error_rate": 0.001}
+    assert config.layout_options() == {"dupefilter": "exact", "bloom_capacity": 10_000_000,
+                                       "bloom_error_rate": 0.001, "partitions": None}
     config = FleetConfig.from_settings(Settings({"FLEET_DUPEFILTER": "Bloom",
                                                  "FLEET_BLOOM_CAPACITY": "1e6",
                                                  "FLEET_BLOOM_ERROR_RATE": "0.0001"}))
     assert (config.dupefilter, config.bloom_capacity, config.bloom_error_rate) == ("bloom", 10**6, 1e-4)
+    assert FleetConfig.from_settings(Settings({"FLEET_PARTITIONS": "8"})).partitions == 8
+    assert FleetConfig.from_settings(Settings({"FLEET_PARTITIONS": "auto"})).partitions is None
     for name, value, message in [
         ("FLEET_DUPEFILTER", "cuckoo", "must be one of exact, bloom"),
         ("FLEET_BLOOM_CAPACITY", "0", "must be at least 1"),
@@ -158,6 +160,9 @@ def test_seen_set_settings():
         ("FLEET_BLOOM_ERROR_RATE", "0", "must be greater than 0"),
         ("FLEET_BLOOM_ERROR_RATE", "1", "a fraction"),
         ("FLEET_BLOOM_ERROR_RATE", "lots", "must be a number"),
+        ("FLEET_PARTITIONS", "0", "must be at least 1"),
+        ("FLEET_PARTITIONS", "2.5", "whole number"),
+        ("FLEET_PARTITIONS", "5000", "whole number from 1 to 1024"),
     ]:
         with pytest.raises(ConfigError, match=message):
             FleetConfig.from_settings(Settings({name: value}))

@@ -60,7 +60,7 @@ def run_feed(spidercls: type[Spider], settings: Settings, config: FleetConfig,
         url = resolve_url(config.redis_url, config.data_dir)
         frontier = RedisFrontier(connect(url), CrawlKeys(config.key_prefix, spider.name),
                                  new_worker_id(), url=url, lease_timeout=config.lease_timeout,
-                                 retry_timeout=config.redis_retry_timeout, **config.seen_options())
+                                 retry_timeout=config.redis_retry_timeout, **config.layout_options())
         producer = CrawlProducer(
             frontier, spider, config, make_requests=make,
             fingerprint=fingerprinter.fingerprint, slot_of=slot_of,

@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from scrapy.dupefilters import BaseDupeFilter
+from scrapy.utils.httpobj import urlparse_cached
 
 from scrapy_fleet.config import FleetConfig
 from scrapy_fleet.frontier.keys import CrawlKeys
@@ -40,7 +41,7 @@ class FleetDupeFilter(BaseDupeFilter):
         redis_url: str | None = None,
         data_dir: str = ".fleet",
         client: redis.Redis | None = None,
-        seen_options: dict[str, Any] | None = None,
+        layout_options: dict[str, Any] | None = None,
     ) -> None:
         self.fingerprinter = fingerprinter
         self.debug = debug
@@ -48,7 +49,7 @@ class FleetDupeFilter(BaseDupeFilter):
         self._redis_url = redis_url
         self._data_dir = data_dir
         self._client = client
-        self._seen_options = seen_options or {}  # FleetConfig.seen_options()
+        self._layout_options = layout_options or {}  # FleetConfig.layout_options()
         self._frontier: RedisFrontier | None = None
         self._logged_once = False
 
@@ -62,7 +63,7 @@ class FleetDupeFilter(BaseDupeFilter):
             keys=CrawlKeys(config.key_prefix, spider_name),
             redis_url=config.redis_url,
             data_dir=config.data_dir,
-            seen_options=config.seen_options(),
+            layout_options=config.layout_options(),
         )
 
     def fingerprint(self, request: Request) -> bytes:
@@ -77,8 +78,10 @@ class FleetDupeFilter(BaseDupeFilter):
                 self._client = connect(url)
             # only its seen-set is used: this process never leases
             self._frontier = RedisFrontier(self._client, self.keys, "dupefilter", url=url,
-                                           **self._seen_options)
-        return self._frontier.seen_add([self.fingerprint(request)])[0]
+                                           **self._layout_options)
+        # a split crawl keeps each host's fingerprints in the host's partition
+        host = urlparse_cached(request).hostname or ""
+        return self._frontier.seen_add([self.fingerprint(request)], slots=[host])[0]
 
     def log(self, request: Request, spider: Spider) -> None:
         if self.debug:

@@ -1,20 +1,37 @@
 """Every Redis key of one crawl, built in this one place.
 
-All keys of a crawl share the prefix ``<FLEET_KEY_PREFIX>:{<spider>}:``. The braces are a
-Redis Cluster hash tag: every key of a crawl lives in one slot, so each Lua script may
-touch all of them (including the per-slot queues and per-worker leases it derives).
+A crawl's control keys (workers, seeding, state, totals) share the prefix
+``<FLEET_KEY_PREFIX>:{<spider>}:``. Its queues, leases, seen-set and per-host politeness
+state are split into partitions by download slot (:meth:`CrawlKeys.partition_of`): a
+crawl of one partition keeps them under the control prefix too (the layout of every crawl
+made before partitions, read as it was); a crawl of P > 1 partitions keeps partition i
+under ``<FLEET_KEY_PREFIX>:{<spider>#<i>.<k>}:``. The braces are a Redis Cluster hash tag:
+each partition lives in one slot, so a Lua script may touch all of one partition's keys
+(including the per-slot queues and per-worker leases it derives), and the partitions'
+slots are spread evenly over the cluster's slot range (``k`` is chosen for that), so that
+the masters of a cluster share a crawl's work.
 """
 
 from __future__ import annotations
 
+import re
+import zlib
+from functools import lru_cache
 
-class CrawlKeys:
-    def __init__(self, prefix: str, spider: str) -> None:
-        self.prefix = prefix
-        self.spider = spider
-        self.base = f"{prefix}:{{{spider}}}:"
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
-    # the fixed keys; see README "Redis key schema" for what each holds
+MAX_PARTITIONS = 1024
+
+
+class PartitionKeys:
+    """The keys of one partition: the queues of the download slots that hash to it, their
+    requests, leases, seen-set and politeness state, and the partition's own ``state``
+    (the crawl's id, and its seal while the end of the crawl is decided)."""
+
+    def __init__(self, base: str, index: int = 0) -> None:
+        self.base = base
+        self.index = index
+
     @property
     def seq(self) -> str:
         return self.base + "seq"
@@ -48,6 +65,14 @@ class CrawlKeys:
     def inflight(self) -> str:
         return self.base + "inflight"
 
+    @property
+    def stats(self) -> str:
+        return self.base + "stats"
+
+    @property
+    def state(self) -> str:
+        return self.base + "state"
+
     # politeness (scrapy_fleet/politeness): robots.txt per host, Crawl-delay, 429/503 backoff
     @property
     def robots(self) -> str:
@@ -66,6 +91,52 @@ class CrawlKeys:
         return self.base + "backoff"
 
     @property
+    def lease_beats(self) -> str:
+        """A split crawl's partition: the ZSET of when each worker last leased from it, so
+        its leases are not taken for orphans while a heartbeat is on its way (partitions.py)."""
+        return self.base + "leasebeats"
+
+    # the derived keys: the scripts build these from ``queue_prefix`` / ``lease_prefix``
+    @property
+    def queue_prefix(self) -> str:
+        return self.base + "q:"
+
+    @property
+    def lease_prefix(self) -> str:
+        return self.base + "lease:"
+
+    def queue(self, slot: str) -> str:
+        return self.queue_prefix + slot
+
+    def lease(self, worker: str) -> str:
+        return self.lease_prefix + worker
+
+
+class CrawlKeys(PartitionKeys):
+    """A crawl's control keys, and (as a :class:`PartitionKeys`) those of its only
+    partition when it has one."""
+
+    def __init__(self, prefix: str, spider: str) -> None:
+        super().__init__(f"{prefix}:{{{spider}}}:")
+        self.prefix = prefix
+        self.spider = spider
+
+    def partitions(self, count: int) -> list[PartitionKeys]:
+        """The keys of each of ``count`` partitions (1: the crawl's own prefix)."""
+        if count == 1:
+            return [self]
+        return [PartitionKeys(f"{self.prefix}:{{{tag}}}:", i)
+                for i, tag in enumerate(partition_tags(self.spider, count))]
+
+    @staticmethod
+    def partition_of(slot: str, count: int) -> int:
+        """The partition of a download slot: every request of a host in one partition,
+        so that its politeness and queue stay atomic in one script. CRC32, not hash():
+        every worker, in every process, must agree."""
+        return zlib.crc32(slot.encode("utf-8", "surrogatepass")) % count if count > 1 else 0
+
+    # the control keys; see README "Redis key schema" for what each holds
+    @property
     def workers(self) -> str:
         return self.base + "workers"
 
@@ -76,14 +147,6 @@ class CrawlKeys:
     @property
     def outcomes(self) -> str:
         return self.base + "outcomes"
-
-    @property
-    def stats(self) -> str:
-        return self.base + "stats"
-
-    @property
-    def state(self) -> str:
-        return self.base + "state"
 
     # what workers report (scrapy_fleet/observe/worker.py): failed requests by kind and
     # by download slot, each worker's row of the dashboard's worker table, and the number of
@@ -104,20 +167,11 @@ class CrawlKeys:
     def report_seq(self) -> str:
         return self.base + "reportseq"
 
-    # the derived keys: the scripts build these from ``queue_prefix`` / ``lease_prefix``
     @property
-    def queue_prefix(self) -> str:
-        return self.base + "q:"
-
-    @property
-    def lease_prefix(self) -> str:
-        return self.base + "lease:"
-
-    def queue(self, slot: str) -> str:
-        return self.queue_prefix + slot
-
-    def lease(self, worker: str) -> str:
-        return self.lease_prefix + worker
+    def check_lock(self) -> str:
+        """Held (with a token) by the one worker deciding whether a partitioned crawl has
+        ended (scrapy_fleet/frontier/partitions.py)."""
+        return self.base + "checklock"
 
     def feeding(self, start_key: str) -> str:
         """The HASH of entries workers have taken from ``start_key`` (a RedisSpider's
@@ -128,8 +182,40 @@ class CrawlKeys:
 
     @property
     def pattern(self) -> str:
-        """Matches every key of this crawl (for a fresh start)."""
+        """Matches every control key of this crawl, and those of an unsplit crawl's
+        partition (for a fresh start)."""
         return glob_escape(self.base) + "*"
+
+    @property
+    def partitions_pattern(self) -> str:
+        """Matches every key of every partition of a split crawl (and perhaps keys of a
+        spider whose name starts with ``<spider>#``: check with :meth:`in_partition`)."""
+        return glob_escape(f"{self.prefix}:{{{self.spider}#") + "*"
+
+    def in_partition(self, key: str) -> bool:
+        """Whether ``key`` belongs to a partition of this crawl (any partition count)."""
+        head = f"{self.prefix}:{{{self.spider}#"
+        return key.startswith(head) and re.match(r"\d+\.\d+\}:", key[len(head):]) is not None
+
+
+@lru_cache(maxsize=64)
+def partition_tags(spider: str, count: int) -> tuple[str, ...]:
+    """The hash tags of ``count`` partitions: partition i's slot lies in the i-th of
+    ``count`` equal ranges of the cluster's slot range, so however the slot range is cut
+    into equal parts among masters (as ``redis-cli --cluster create`` does), each master
+    holds about the same number of partitions; a plain hash could put twice the share on
+    one. About ``count`` CRC16s per partition, once per process."""
+    if not 1 <= count <= MAX_PARTITIONS:
+        raise ValueError(f"a crawl has 1 to {MAX_PARTITIONS} partitions, not {count}")
+    tags = []
+    for i in range(count):
+        low = i * REDIS_CLUSTER_HASH_SLOTS // count
+        high = (i + 1) * REDIS_CLUSTER_HASH_SLOTS // count
+        k = 0
+        while not low <= key_slot(f"{spider}#{i}.{k}".encode()) < high:
+            k += 1
+        tags.append(f"{spider}#{i}.{k}")
+    return tuple(tags)
 
 
 class SeenKeys:

@@ -25,6 +25,8 @@ HOSTS_SHOWN = 10
 def read_status(frontier: RedisFrontier) -> dict[str, Any]:
     """A snapshot of the crawl for humans: counters, state, workers, errors by kind."""
     keys = frontier.keys
+    # a split crawl's counters are in its control keys and each partition (keys.py)
+    parts = [part for part in frontier.parts if part.base != keys.base]
 
     def run() -> list[Any]:
         pipe = frontier.client.pipeline(transaction=False)
@@ -32,25 +34,40 @@ def read_status(frontier: RedisFrontier) -> dict[str, Any]:
         pipe.hgetall(keys.state)
         pipe.zrange(keys.workers, 0, -1, withscores=True)
         pipe.smembers(keys.seeding)
-        pipe.zcard(keys.ready)
-        pipe.zcard(keys.delayed)
         pipe.hgetall(keys.worker_info)
         pipe.hgetall(keys.error_kinds)
+        for part in frontier.parts:
+            pipe.zcard(part.ready)
+            pipe.zcard(part.delayed)
+        for part in parts:
+            pipe.hgetall(part.stats)
         return _answers(pipe.execute(raise_on_error=False))
 
-    stats, state, workers, seeding, ready, delayed, info, kinds = frontier.call(
-        run, "read the crawl status")
+    answers = frontier.call(run, "read the crawl status")
+    stats, state, workers, seeding, info, kinds = answers[:6]
+    cards = [_int(n) for n in answers[6:6 + 2 * len(frontier.parts)]]
+    ready, delayed = sum(cards[0::2]), sum(cards[1::2])
     now_ms = server_ms(frontier)
     seen = frontier.seen_status()
     numbers, corrupt = _numbers(stats or {})
+    for part_stats in answers[6 + 2 * len(frontier.parts):]:
+        more, junk = _numbers(part_stats or {})
+        corrupt += junk
+        for name, value in more.items():
+            numbers[name] = numbers.get(name, 0) + value
     if corrupt:
         numbers["corrupt"] = numbers.get("corrupt", 0) + corrupt
     waiting = None
     if numbers.get("pending", 0) > 0 and not ready:
         # queued work, none of it leasable now: held back by politeness. Cheap to say
         # exactly when: the slots in flight are at most the fleet's concurrency.
-        counts = frontier.call(lambda: frontier.client.hvals(keys.inflight),
-                               "read the in-flight counts")
+        def inflight() -> list[Any]:
+            pipe = frontier.client.pipeline(transaction=False)
+            for part in frontier.parts:
+                pipe.hvals(part.inflight)
+            return pipe.execute()
+
+        counts = [c for row in frontier.call(inflight, "read the in-flight counts") for c in row]
         capped = sum(1 for c in counts if c.isdigit() and int(c) >= frontier.cap)
         waiting = {"delayed_hosts": int(delayed or 0), "capped_hosts": capped,
                    "cap": frontier.cap}
@@ -71,6 +88,7 @@ def read_status(frontier: RedisFrontier) -> dict[str, Any]:
         "stats": numbers,
         "waiting": waiting,  # None, or why no queued request can be leased right now
         "state": _state(state or {}),
+        "partitions": len(frontier.parts),
         "seen": seen["count"],  # fingerprints in the seen-set (kept by the scripts)
         "seenset": seen,
         "workers": registered,
@@ -85,23 +103,30 @@ def read_hosts(frontier: RedisFrontier, limit: int = HOSTS_SHOWN) -> dict[str, A
     the most failed requests, ``limit`` of each; from a sample of the download slots (the
     first of the ready and delayed ones, all of those in flight or backing off)."""
     keys = frontier.keys
+    # a split crawl: the sample is shared out among its partitions
+    sampled = max(1, HOSTS_SAMPLED // len(frontier.parts))
 
     def candidates() -> list[Any]:
         pipe = frontier.client.pipeline(transaction=False)
-        pipe.zrange(keys.ready, 0, HOSTS_SAMPLED - 1)
-        pipe.zrange(keys.delayed, 0, HOSTS_SAMPLED - 1)
-        pipe.hkeys(keys.inflight)
         pipe.zrevrange(keys.host_errors, 0, max(0, limit - 1), withscores=True)
-        pipe.zcard(keys.ready)
-        pipe.zcard(keys.delayed)
+        for part in frontier.parts:
+            pipe.zrange(part.ready, 0, sampled - 1)
+            pipe.zrange(part.delayed, 0, sampled - 1)
+            pipe.hkeys(part.inflight)
+            pipe.zcard(part.ready)
+            pipe.zcard(part.delayed)
         return _answers(pipe.execute(raise_on_error=False))
 
-    ready, delayed, inflight, top_errors, n_ready, n_delayed = frontier.call(
-        candidates, "sample the crawl's hosts")
-    slots = list(dict.fromkeys([*(ready or []), *(delayed or []), *(inflight or []),
-                                *(s for s, _ in top_errors or [])]))
-    summary = {"hosts_with_queued_work": int(n_ready or 0) + int(n_delayed or 0),
-               "sampled": len(slots)}
+    answers = frontier.call(candidates, "sample the crawl's hosts")
+    top_errors, rows = answers[0], answers[1:]
+    found: list[Any] = []
+    queued_hosts = 0
+    for i in range(0, len(rows), 5):
+        ready, delayed, inflight, n_ready, n_delayed = rows[i:i + 5]
+        found += [*(ready or []), *(delayed or []), *(inflight or [])]
+        queued_hosts += _int(n_ready) + _int(n_delayed)
+    slots = list(dict.fromkeys([*found, *(s for s, _ in top_errors or [])]))
+    summary = {"hosts_with_queued_work": queued_hosts, "sampled": len(slots)}
     if not slots:
         return {**summary, "busiest": [], "slowest": [], "most_errors": []}
     now_ms = server_ms(frontier)
@@ -109,26 +134,24 @@ def read_hosts(frontier: RedisFrontier, limit: int = HOSTS_SHOWN) -> dict[str, A
     def details() -> list[Any]:
         pipe = frontier.client.pipeline(transaction=False)
         for slot in slots:
-            pipe.zcard(keys.queue(text(slot)))
+            part = frontier.part_of(text(slot))
+            pipe.zcard(part.queue(text(slot)))
             pipe.zscore(keys.host_errors, slot)
-        for key in (keys.inflight, keys.slot_delay, keys.crawl_delay, keys.backoff):
-            pipe.hmget(key, slots)
+            for key in (part.inflight, part.slot_delay, part.crawl_delay, part.backoff):
+                pipe.hget(key, slot)
         return _answers(pipe.execute(raise_on_error=False))
 
     raw = frontier.call(details, "read the hosts' queues and delays")
-    per_slot = raw[:2 * len(slots)]
-    inflight_n, delays, crawl_delays, backoffs = (
-        x if isinstance(x, list) else [None] * len(slots) for x in raw[2 * len(slots):])
     hosts = []
     for i, slot in enumerate(slots):
-        queued, errors = per_slot[2 * i], per_slot[2 * i + 1]
-        count, until = _backoff(backoffs[i])
+        queued, errors, in_flight, delay, crawl_delay, backoff = raw[6 * i:6 * i + 6]
+        count, until = _backoff(backoff)
         hosts.append({
             "host": text(slot),
             "queued": queued if isinstance(queued, int) else 0,
-            "in_flight": _int(inflight_n[i]),
-            "delay_s": _int(delays[i], frontier.delay_ms) / 1000,
-            "crawl_delay_s": _int(crawl_delays[i]) / 1000 if crawl_delays[i] else None,
+            "in_flight": _int(in_flight),
+            "delay_s": _int(delay, frontier.delay_ms) / 1000,
+            "crawl_delay_s": _int(crawl_delay) / 1000 if crawl_delay else None,
             "backoff_s": max(0, until - now_ms) / 1000,
             "backoffs": count,
             "errors": int(errors) if isinstance(errors, float) else 0,

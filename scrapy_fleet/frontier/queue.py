@@ -13,14 +13,15 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
+from redis.cluster import RedisCluster
 
 from scrapy_fleet.frontier import scripts
-from scrapy_fleet.frontier.keys import CrawlKeys
+from scrapy_fleet.frontier.keys import MAX_PARTITIONS, CrawlKeys, PartitionKeys
 from scrapy_fleet.frontier.overview import HOSTS_SHOWN, read_hosts, read_status
 from scrapy_fleet.frontier.overview import text as _text
 from scrapy_fleet.frontier.seenset import (
@@ -30,6 +31,9 @@ from scrapy_fleet.frontier.seenset import (
     SeenSet,
 )
 from scrapy_fleet.redis_server import RedisUnavailable, redact
+
+if TYPE_CHECKING:
+    from scrapy_fleet.frontier.partitions import SplitCrawl
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,9 @@ PushEntry = tuple[bytes, str, int, bytes]  # fingerprint (b"" = unfiltered), slo
 MAX_PRIORITY = 4000  # |priority| * 2^40 + id must stay exact in a double
 MAX_CALL_BYTES = 64 << 20  # pushes sent in one script call at most (Redis takes up to 1 GB)
 STALE_RETRIES = 5  # a seen-set that changes under every try is a fault, not a loop
+# partitions of a new crawl on a Redis Cluster: 3 to 6 masters hold 2 to 6 each (keys.py
+# spreads them evenly over the slot range); one Redis gains nothing from more than one
+DEFAULT_CLUSTER_PARTITIONS = 16
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
 # a Redis Cluster between states: a master restarting or failing over answers CLUSTERDOWN,
 # TRYAGAIN or READONLY for a while, and redis-py gives up a call ("TTL exhausted") or finds
@@ -120,6 +127,7 @@ class RedisFrontier:
         dupefilter: str = "exact",
         bloom_capacity: int = DEFAULT_BLOOM_CAPACITY,
         bloom_error_rate: float = DEFAULT_BLOOM_ERROR_RATE,
+        partitions: int | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -136,12 +144,15 @@ class RedisFrontier:
                          "CREATE", "SEEDING", "REPORT", "NOW", "SEEN_INIT", "SEEN_ADD")
         }
         # the seen-set: `dupefilter` and the Bloom settings apply to a new crawl only
-        self.seen = SeenSet(keys.seen, mode=dupefilter, bloom_capacity=bloom_capacity,
-                            bloom_error_rate=bloom_error_rate)
-        k = keys
-        self._common_keys = [k.ready, k.delayed, k.nextok, k.inflight, k.stats, k.payload]
-        self._common_args: list[Any] = [k.queue_prefix, self.cap]
-        self._lease_key = k.lease(worker_id)
+        self._seen_options = {"mode": dupefilter, "bloom_capacity": bloom_capacity,
+                              "bloom_error_rate": bloom_error_rate}
+        # partitions of a new crawl (None: 16 on a Redis Cluster, 1 on one Redis); a
+        # crawl keeps the count it was made with, read by open()
+        self.new_partitions = partitions if partitions is not None else (
+            DEFAULT_CLUSTER_PARTITIONS if isinstance(client, RedisCluster) else 1)
+        self.split: SplitCrawl | None = None  # a crawl of more than one partition
+        self._use_partitions(1)
+        self._lease_key = keys.lease(worker_id)
         self.crawl_id: str | None = None  # set by open(): this crawl's id (a new crawl, a new id)
         self._down_since: float | None = None  # monotonic time of the outage's first failure
         self._attempts = 0
@@ -150,10 +161,47 @@ class RedisFrontier:
 
     # --- plumbing -------------------------------------------------------------------
 
+    def _use_partitions(self, count: int) -> None:
+        """Work on a crawl of ``count`` partitions (keys.py): their keys and seen-sets."""
+        from scrapy_fleet.frontier.partitions import SplitCrawl  # it builds on this module
+
+        self.parts = self.keys.partitions(count)
+        # a Bloom filter's capacity is the crawl's: each partition takes its share
+        options = {**self._seen_options,
+                   "bloom_capacity": max(1, self._seen_options["bloom_capacity"] // count)}
+        self.seens = [SeenSet(part.seen, **options) for part in self.parts]
+        self.split = SplitCrawl(self) if count > 1 else None
+
+    def read_layout(self) -> None:
+        """A frontier that reads a crawl without joining it (status, tools): take the
+        crawl's partition count from its state (open() does for a worker)."""
+        if self.crawl_id is not None:
+            return
+        raw = self.call(lambda: self.client.hget(self.keys.state, "partitions"),
+                        "read the crawl state")
+        try:
+            count = int(raw or 1)
+        except ValueError:
+            return  # junk: read as one partition
+        if 1 <= count <= MAX_PARTITIONS and count != len(self.parts):
+            self._use_partitions(count)
+
+    @property
+    def seen(self) -> SeenSet:
+        """The seen-set of an unsplit crawl (of partition 0 of a split one)."""
+        return self.seens[0]
+
+    def part_of(self, slot: str) -> PartitionKeys:
+        """The partition that holds download slot ``slot``'s queue and politeness state."""
+        return self.parts[CrawlKeys.partition_of(slot, len(self.parts))]
+
     def _script(self, name: str, extra_keys: Sequence[str], extra_args: Sequence[Any],
-                client: Any = None) -> Any:
-        keys = [*self._common_keys, *extra_keys]
-        args = [*self._common_args, *extra_args]
+                client: Any = None, part: PartitionKeys | None = None) -> Any:
+        """Run a script on the common keys (scripts.py) of ``part`` (default: the crawl's
+        own, its control keys) plus ``extra_keys``."""
+        k = part or self.keys
+        keys = [k.ready, k.delayed, k.nextok, k.inflight, k.stats, k.payload, *extra_keys]
+        args = [k.queue_prefix, self.cap, *extra_args]
         if isinstance(client, redis.client.Pipeline):
             # EVALSHA queued as is: redis-py's Script would add a SCRIPT EXISTS round trip
             # to every pipeline; a server that lost its scripts answers NOSCRIPT instead
@@ -167,10 +215,11 @@ class RedisFrontier:
             self._scripts[name] = self.client.register_script(source)
 
     def run_script(self, name: str, extra_keys: Sequence[str], extra_args: Sequence[Any],
-                   what: str, *, wait: bool = True) -> Any:
-        """Run a script on the common keys plus ``extra_keys``, retried like every call
-        (``wait`` as in :meth:`call`)."""
-        return self.call(lambda: self._script(name, extra_keys, extra_args), what, wait=wait)
+                   what: str, *, wait: bool = True, part: PartitionKeys | None = None) -> Any:
+        """Run a script on the common keys (of ``part``, default the crawl's own) plus
+        ``extra_keys``, retried like every call (``wait`` as in :meth:`call`)."""
+        return self.call(lambda: self._script(name, extra_keys, extra_args, part=part), what,
+                         wait=wait)
 
     def _load_scripts(self) -> None:
         for script in self._scripts.values():
@@ -383,12 +432,27 @@ class RedisFrontier:
         return keep == b"1", seconds
 
     def create(self, owner: str = "") -> str:
-        """Create the crawl's state unless it exists; returns the crawl's id."""
-        def mark() -> bytes:
-            return self._scripts["CREATE"](keys=[self.keys.state], client=self.client,
-                                           args=[f"{time.time():.3f}", uuid.uuid4().hex, owner])
+        """Create the crawl's state unless it exists; returns the crawl's id. A new crawl
+        gets ``new_partitions`` partitions; a crawl keeps the count it was made with."""
+        def mark() -> list[Any]:
+            return self._scripts["CREATE"](
+                keys=[self.keys.state], client=self.client,
+                args=[f"{time.time():.3f}", uuid.uuid4().hex, owner, self.new_partitions])
 
-        self.crawl_id = _text(self.call(mark, "open the crawl"))
+        crawl_id, count, claimed = self.call(mark, "open the crawl")
+        self.crawl_id = _text(crawl_id)
+        try:
+            partitions = int(count)
+        except ValueError:
+            partitions = 0
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise FrontierFault(
+                f"the crawl of {self.keys.spider!r} in Redis at {redact(self.url)} says it has "
+                f"{_text(count)!r} partitions ({self.keys.state} holds junk); start it again "
+                "with --fresh")
+        self._use_partitions(partitions)
+        if self.split is not None and not claimed:
+            self.split.claim()
         return self.crawl_id
 
     def fail_crawl(self, error: str) -> None:
@@ -402,7 +466,7 @@ class RedisFrontier:
         def run() -> int:
             deleted = 0
             batch: list[bytes] = []
-            for key in self.client.scan_iter(match=self.keys.pattern, count=1000):
+            for key in self._crawl_keys():
                 batch.append(key)
                 if len(batch) >= 500:
                     deleted += self.client.unlink(*batch)
@@ -412,6 +476,14 @@ class RedisFrontier:
             return deleted
 
         return self.call(run, "wipe the previous crawl")
+
+    def _crawl_keys(self) -> Iterator[bytes]:
+        """Every key of this crawl: its control keys and every partition's (whatever
+        its partition count: a fresh start also clears what a crawl of another count left)."""
+        yield from self.client.scan_iter(match=self.keys.pattern, count=1000)
+        for key in self.client.scan_iter(match=self.keys.partitions_pattern, count=1000):
+            if self.keys.in_partition(_text(key)):
+                yield key
 
     def heartbeat(self, *, wait: bool = True) -> None:
         self.call(
@@ -423,6 +495,8 @@ class RedisFrontier:
 
     def leave(self) -> int:
         """Hand back everything this worker holds and deregister it."""
+        if self.split is not None:
+            return self.split.leave()
         return int(self.run_script(
             "LEAVE", [self._lease_key, self.keys.seq, self.keys.workers, self.keys.seeding],
             [self.worker_id], "hand back leased requests"))
@@ -482,6 +556,9 @@ class RedisFrontier:
             return FlushResult([], [])
         if self.crawl_id is None:
             raise RuntimeError("open() the frontier before flushing")
+        if self.split is not None:
+            return self.split.flush(pushes, acks, invalid, pop, held, wait=wait,
+                                    feed_bad=feed_bad, duplicates=duplicates)
         chunks = _by_size(pushes, MAX_CALL_BYTES)
         if len(chunks) > 1:
             # pushes kept through a Redis outage can pile up: send them in calls Redis
@@ -518,8 +595,17 @@ class RedisFrontier:
                 raise
 
         reply = self._seen_call(run, "update the frontier", bool(pushes), wait=wait)
+        result = self._read_flush(reply, len(pushes))
+        if self._reconcile and pop:
+            # a pop whose answer was lost may have leased ids nobody here knows of
+            self._reconcile = False
+            self._hand_back_unknown({*held, *(i for i, _ in result.popped)}, wait=wait)
+        return result
+
+    def _read_flush(self, reply: list[Any], pushes: int) -> FlushResult:
+        """A FLUSH script's answer; :class:`CrawlLost` when the crawl's data is gone."""
         if reply[0] == b"done":
-            return FlushResult([False] * len(pushes), [], finished=True)
+            return FlushResult([False] * pushes, [], finished=True)
         if reply[0] == b"lost":
             raise CrawlLost(self._lost_message(_text(reply[1]) and "replaced by another crawl"
                                                or "the crawl state is gone"))
@@ -528,10 +614,6 @@ class RedisFrontier:
         if lost:
             raise CrawlLost(self._lost_message(
                 f"{len(lost)} queued requests have no stored payload (evicted?)"))
-        if self._reconcile and pop:
-            # a pop whose answer was lost may have leased ids nobody here knows of
-            self._reconcile = False
-            self._hand_back_unknown({*held, *(i for i, _ in popped)}, wait=wait)
         return FlushResult([bool(x) for x in flags], popped,
                            None if due_ms < 0 else due_ms / 1000, [_text(j) for j in junk],
                            int(pending))
@@ -539,58 +621,81 @@ class RedisFrontier:
     # --- the seen-set (seenset.py) ------------------------------------------------
 
     def _seen_call(self, run: Callable[[], Any], what: str, checks: bool, *,
-                   wait: bool = True) -> Any:
-        """``run`` a script that checks the seen-set (if ``checks``), with this worker's
-        view of it read first; a "stale" answer (another worker added a Bloom layer, the
-        seen-set was remade) changed nothing: read it again and retry."""
+                   wait: bool = True, part: int = 0) -> Any:
+        """``run`` a script that checks the seen-set of partition ``part`` (if
+        ``checks``), with this worker's view of it read first; a "stale" answer (another
+        worker added a Bloom layer, the seen-set was remade) changed nothing: read it
+        again and retry."""
+        seen = self.seens[part]
         for _ in range(STALE_RETRIES):
-            if checks and self.seen.view is None:
-                self.read_seen(wait=wait)
+            if checks and seen.view is None:
+                self.read_seen(wait=wait, part=part)
             reply = self.call(run, what, wait=wait)
             if reply[0] != b"stale":
                 return reply
-            self.seen.forget()
+            seen.forget()
         raise FrontierFault(
             f"the seen-set of {self.keys.spider!r} in Redis at {redact(self.url)} changed under "
             f"each of {STALE_RETRIES} tries to {what}: is another tool rewriting "
-            f"{self.keys.seen.meta!r}?")
+            f"{seen.keys.meta!r}?")
 
-    def read_seen(self, *, wait: bool = True) -> None:
+    def read_seen(self, *, wait: bool = True, part: int = 0) -> None:
         """Read the seen-set's mode and Bloom layers (making it, if the crawl has none)."""
-        seen = self.seen
+        seen = self.seens[part]
         reply = self.call(
-            lambda: self._script("SEEN_INIT", [seen.keys.meta, seen.keys.legacy], seen.init_args()),
+            lambda: self._script("SEEN_INIT", [seen.keys.meta, seen.keys.legacy], seen.init_args(),
+                                 part=self.parts[part]),
             "read the seen-set", wait=wait)
         seen.load(reply)
 
-    def seen_add(self, fingerprints: Sequence[bytes], *, add: bool = True,
-                 wait: bool = True) -> list[bool]:
+    def seen_add(self, fingerprints: Sequence[bytes], *, add: bool = True, wait: bool = True,
+                 slots: Sequence[str] | None = None) -> list[bool]:
         """Which ``fingerprints`` the seen-set holds; with ``add``, those it did not hold
-        are added (atomically: of two callers adding one fingerprint, one sees it new)."""
+        are added (atomically: of two callers adding one fingerprint, one sees it new).
+        In a split crawl each is looked up in the partition of its download slot
+        (``slots``, one per fingerprint), where the scheduler's pushes look it up too."""
         if not fingerprints:
             return []
-        keys = [self.keys.seen.meta, self.keys.seen.legacy]
+        groups: dict[int, list[int]] = {}
+        for n in range(len(fingerprints)):
+            i = CrawlKeys.partition_of(slots[n], len(self.parts)) if slots else 0
+            groups.setdefault(i, []).append(n)
+        flags = [False] * len(fingerprints)
+        for i, members in groups.items():
+            seen, part = self.seens[i], self.parts[i]
+            fps = [fingerprints[n] for n in members]
 
-        def run() -> list[Any]:
-            return self._script("SEEN_ADD", [*keys, *self.seen.block_keys(fingerprints)],
-                                [*self.seen.view_args(), "1" if add else "0", *fingerprints])
+            def run(seen: SeenSet = seen, part: PartitionKeys = part,
+                    fps: list[bytes] = fps) -> list[Any]:
+                return self._script(
+                    "SEEN_ADD", [seen.keys.meta, seen.keys.legacy, *seen.block_keys(fps)],
+                    [*seen.view_args(), "1" if add else "0", *fps], part=part)
 
-        reply = self._seen_call(run, "check the seen-set", True, wait=wait)
-        return [bool(flag) for flag in reply[1]]
+            reply = self._seen_call(run, "check the seen-set", True, wait=wait, part=i)
+            for n, flag in zip(members, reply[1]):
+                flags[n] = bool(flag)
+        return flags
 
     def seen_status(self) -> dict[str, Any]:
-        """The seen-set's mode and size; a Bloom filter's fill and estimated false
-        positive rate (SeenSet.describe). Junk in its keys reads as empty."""
+        """The seen-set's mode and size, over every partition; a Bloom filter's fill and
+        estimated false positive rate (SeenSet.describe). Junk in its keys reads as empty."""
+        self.read_layout()
+
         def run() -> list[Any]:
             pipe = self.client.pipeline(transaction=False)
-            pipe.hmget(self.keys.seen.meta, STATUS_FIELDS)
-            pipe.scard(self.keys.seen.legacy)
+            for part in self.parts:
+                pipe.hmget(part.seen.meta, STATUS_FIELDS)
+                pipe.scard(part.seen.legacy)
             return pipe.execute(raise_on_error=False)
 
-        fields, legacy = self.call(run, "read the seen-set")
-        if isinstance(fields, Exception):
-            fields = []
-        return SeenSet.describe(fields, legacy if isinstance(legacy, int) else 0)
+        replies = self.call(run, "read the seen-set")
+        described = []
+        for i in range(0, len(replies), 2):
+            fields, legacy = replies[i], replies[i + 1]
+            if isinstance(fields, Exception):
+                fields = []
+            described.append(SeenSet.describe(fields, legacy if isinstance(legacy, int) else 0))
+        return SeenSet.combine(described)
 
     def _lost_message(self, what: str) -> str:
         return (f"the crawl of {self.keys.spider!r} in Redis at {redact(self.url)} was lost "
@@ -600,6 +705,9 @@ class RedisFrontier:
                 "written)")
 
     def _hand_back_unknown(self, known: set[str], *, wait: bool = True) -> None:
+        if self.split is not None:
+            self.split.hand_back_unknown(known, wait=wait)
+            return
         leased = self.call(lambda: self.client.hkeys(self._lease_key), "list leases", wait=wait)
         unknown = [_text(i) for i in leased if _text(i) not in known]
         if unknown:
@@ -609,6 +717,8 @@ class RedisFrontier:
     def requeue(self, ids: Collection[str], *, wait: bool = True) -> int:
         if not ids:
             return 0
+        if self.split is not None:
+            return self.split.requeue(ids, wait=wait)
         return int(self.call(
             lambda: self._script("REQUEUE", [self._lease_key, self.keys.seq], list(ids)),
             "requeue requests", wait=wait,
@@ -618,6 +728,8 @@ class RedisFrontier:
 
     def reclaim(self, *, wait: bool = True) -> list[tuple[str, int]]:
         """Give the leases of workers with stale heartbeats back to the queue."""
+        if self.split is not None:
+            return self.split.reclaim(wait=wait)
         flat = self.call(
             lambda: self._script(
                 "RECLAIM",
@@ -631,6 +743,8 @@ class RedisFrontier:
     def check_finished(self, *, keep_alive: bool = False, wait: bool = True) -> FinishCheck:
         """Whether the crawl is done (and mark it so); raises :class:`CrawlLost` when its
         data is gone, :class:`CrawlFailed` when another worker marked it failed."""
+        if self.split is not None:
+            return self.split.check_finished(keep_alive=keep_alive, wait=wait)
         raw = self.call(
             lambda: self._script(
                 "CHECK_FINISHED",
@@ -678,22 +792,26 @@ class RedisFrontier:
 
     def status(self) -> dict[str, Any]:
         """A snapshot of the crawl for humans: counters, state and workers (overview.py)."""
+        self.read_layout()
         return read_status(self)
 
     def hosts(self, limit: int = HOSTS_SHOWN) -> dict[str, Any]:
         """The busiest, slowest and most failing hosts (overview.py)."""
+        self.read_layout()
         return read_hosts(self, limit)
 
 
-def _by_size(pushes: Sequence[PushEntry], limit: int) -> list[Sequence[PushEntry]]:
-    """``pushes`` cut into runs whose payloads add up to at most ``limit`` bytes each."""
-    chunks: list[Sequence[PushEntry]] = []
+def _by_size(pushes: Sequence[T], limit: int,
+             size_of: Callable[[T], int] = lambda entry: len(entry[3])) -> list[Sequence[T]]:  # type: ignore[index]
+    """``pushes`` cut into runs whose payloads (``size_of``) add up to at most ``limit``
+    bytes each."""
+    chunks: list[Sequence[T]] = []
     start, size = 0, 0
     for i, entry in enumerate(pushes):
-        size += len(entry[3]) + 64
+        size += size_of(entry) + 64
         if size > limit and i > start:
             chunks.append(pushes[start:i])
-            start, size = i, len(entry[3]) + 64
+            start, size = i, size_of(entry) + 64
     chunks.append(pushes[start:])
     return chunks
 

@@ -200,7 +200,7 @@ class FleetScheduler(BaseScheduler):
                 concurrency_per_slot=config.concurrency_per_slot,
                 retry_timeout=config.redis_retry_timeout,
                 on_connection_lost=(lambda: ensure_embedded_server(config.data_dir)) if embedded else None,
-                **config.seen_options(),
+                **config.layout_options(),
             )
             owner = f"{type(spider).__module__}.{type(spider).__qualname__}"
             outcome = self.frontier.open(fresh=config.fresh, restart_finished=config.seed,

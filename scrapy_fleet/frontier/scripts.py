@@ -43,6 +43,14 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A partition's seal ("<token> <until ms>"), set while a split crawl's end is decided
+-- (partitions.py): it refuses pushes until then. Junk is no seal.
+local function sealed(seal)
+  if not seal then return false end
+  local until_ms = tonumber(string.match(seal, ' (%d+)$') or '')
+  return until_ms ~= nil and until_ms > now_ms()
+end
+
 -- A number read from Redis data; junk (not a finite number) reads as `default`.
 local function num(v, default)
   local n = tonumber(v)
@@ -114,6 +122,34 @@ local function rescore_ready(slot)
   else
     redis.call('ZADD', K.ready, head[2], slot)
   end
+end
+
+-- In-flight counts that disagree with `counts` (recounted from the leases) are repaired
+-- and counted; the slot's queue may have been held back by the bad count.
+local function fix_inflight(counts, now)
+  local flat = redis.call('HGETALL', K.inflight)
+  for i = 1, #flat, 2 do
+    local slot = flat[i]
+    if num(flat[i + 1], -1) ~= (counts[slot] or 0) then
+      incr(K.stats, 'corrupt', 1)
+      if counts[slot] then redis.call('HSET', K.inflight, slot, counts[slot])
+      else redis.call('HDEL', K.inflight, slot) end
+      schedule_slot(slot, now)
+    end
+  end
+end
+
+-- Every queue put where it belongs: one outside `ready`/`delayed` is a bug or junk
+-- (rare: only looked for when the gauges disagree with empty queues).
+local function reschedule_all(now)
+  local cursor = '0'
+  repeat
+    local page = redis.call('SCAN', cursor, 'MATCH', K.qprefix .. '*', 'COUNT', 1000)
+    cursor = page[1]
+    for _, key in ipairs(page[2]) do
+      schedule_slot(string.sub(key, #K.qprefix + 1), now)
+    end
+  until cursor == '0'
 end
 
 -- A variadic command over a long argument list, in chunks (Lua's unpack is bounded).
@@ -215,10 +251,12 @@ end
 # request is never forgotten before its children are stored; being one script, a failure
 # (Redis out of memory) stores nothing and acknowledges nothing.
 # KEYS[7] seq  KEYS[8] seen (the SET of an old crawl: seenset.py)  KEYS[9] lease:<worker>
-# KEYS[10] workers  KEYS[11] slotdelay  KEYS[12] state  KEYS[13] seenset
+# KEYS[10] workers  KEYS[11] slotdelay  KEYS[12] state (a split crawl: the partition's)
+# KEYS[13] seenset
 # KEYS[14..] the Bloom blocks the pushes' fingerprints fall in (SeenSet.block_keys)
 # ARGV[3] crawl id  ARGV[4] pushes P  ARGV[5] acks A  ARGV[6] invalid I  ARGV[7] pop n
-# ARGV[8] default delay ms  ARGV[9] worker id
+# ARGV[8] default delay ms  ARGV[9] worker id ("": no heartbeat in KEYS[10], which is in
+#         another slot in a split crawl)
 # ARGV[10] start entries found bad since the last flush (counted with the pushes of the
 #          same batches, so the count is exact: a batch never stored is counted again)
 # ARGV[11] duplicates the worker dropped itself (its SeenCache) since the last flush
@@ -231,12 +269,13 @@ end
 #      or {"lost", state id found ("" if none)} having changed nothing,
 #      or {"done"} having changed nothing: pushes into a finished crawl would never run
 #      (a keep-alive crawl ended by its idle timeout; the feeder gives its entries back),
+#      or into a partition sealed while the end of a split crawl is decided,
 #      or {"stale"} having changed nothing: the worker's view of the seen-set (ARGV[12],
 #      ARGV[13], KEYS[14..]) is out of date; it reads the seen-set again and retries.
 FLUSH = PRELUDE + SEEN_LUA + r"""
-local state = redis.call('HMGET', KEYS[12], 'id', 'status')
+local state = redis.call('HMGET', KEYS[12], 'id', 'status', 'sealed')
 if state[1] ~= ARGV[3] then return {'lost', state[1] or ''} end
-if state[2] == 'done' and tonumber(ARGV[4]) > 0 then return {'done'} end
+if tonumber(ARGV[4]) > 0 and (state[2] == 'done' or sealed(state[3])) then return {'done'} end
 -- the push's seen-set check, planned before anything is written: a stale view of the
 -- seen-set changes nothing
 local seen_plan
@@ -302,6 +341,7 @@ if P > 0 then
     incr(K.stats, 'pending', added)
     incr(K.stats, 'enqueued', added)
     redis.call('HDEL', KEYS[12], 'idle_since')  -- new work: a keep-alive crawl is not idle
+    redis.call('HINCRBY', KEYS[12], 'version', 1)  -- so for a split crawl (partitions.py)
   end
   if added < P then incr(K.stats, 'duplicate', P - added) end
 end
@@ -339,6 +379,7 @@ for part = 1, 2 do
       incr(K.stats, 'leased', -done)
       incr(K.stats, field, done)
       redis.call('HDEL', KEYS[12], 'idle_since')
+      redis.call('HINCRBY', KEYS[12], 'version', 1)
       if junk > 0 then incr(K.stats, 'corrupt', junk) end
     end
   end
@@ -350,7 +391,7 @@ local out, lost, junk = {}, {}, {}
 local due = -1
 if n > 0 then
   local delay, worker = tonumber(ARGV[8]), ARGV[9]
-  redis.call('ZADD', KEYS[10], now, worker)
+  if worker ~= '' then redis.call('ZADD', KEYS[10], now, worker) end
   for _, slot in ipairs(redis.call('ZRANGEBYSCORE', K.delayed, '-inf', now, 'LIMIT', 0, 256)) do
     redis.call('ZREM', K.delayed, slot)
     schedule_slot(slot, now)
@@ -552,16 +593,7 @@ if redis.call('EXISTS', K.inflight) == 1 then
       end
     end
   end
-  local flat = redis.call('HGETALL', K.inflight)
-  for i = 1, #flat, 2 do
-    local slot = flat[i]
-    if num(flat[i + 1], -1) ~= (counts[slot] or 0) then
-      incr(K.stats, 'corrupt', 1)
-      if counts[slot] then redis.call('HSET', K.inflight, slot, counts[slot])
-      else redis.call('HDEL', K.inflight, slot) end
-      schedule_slot(slot, now)  -- its queue may have been held back by the bad count
-    end
-  end
+  fix_inflight(counts, now)
   if total > 0 or redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0 then
     return busy()
   end
@@ -569,14 +601,7 @@ end
 -- nothing ready or in flight; a queue outside `ready`/`delayed` would be a bug or junk:
 -- look for one before calling queued work lost (rare: only when the gauges disagree)
 if pending > 0 then
-  local cursor = '0'
-  repeat
-    local page = redis.call('SCAN', cursor, 'MATCH', K.qprefix .. '*', 'COUNT', 1000)
-    cursor = page[1]
-    for _, key in ipairs(page[2]) do
-      schedule_slot(string.sub(key, #K.qprefix + 1), now)
-    end
-  until cursor == '0'
+  reschedule_all(now)
   if redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0 then
     incr(K.stats, 'corrupt', 1)
     return busy()
@@ -627,14 +652,22 @@ return 1
 
 # Create the crawl's state unless it exists (one script, not a MULTI: redis-py's cluster
 # pipelines before 6.x take no transactions).  KEYS[1] state
-# ARGV[1] started_at  ARGV[2] a new crawl id  ARGV[3] spider class ("" = none).
-# Returns the crawl's id (the new one, or the one it already had).
+# ARGV[1] started_at  ARGV[2] a new crawl id  ARGV[3] spider class ("" = none)
+# ARGV[4] partitions of a new crawl. A crawl made before partitions has one.
+# Returns {the crawl's id (the new one, or the one it already had), its partitions,
+#          "1" if its partitions are marked as its own (partitions.py), else ""}.
 CREATE = r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSETNX', KEYS[1], 'partitions', '1')
+else
+  redis.call('HSET', KEYS[1], 'partitions', ARGV[4])
+end
 redis.call('HSETNX', KEYS[1], 'status', 'running')
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'id', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[1], 'spider', ARGV[3]) end
-return redis.call('HGET', KEYS[1], 'id')
+local s = redis.call('HMGET', KEYS[1], 'id', 'partitions', 'claimed')
+return {s[1], s[2], s[3] or ''}
 """
 
 # A worker starts ("start") or stops feeding start requests, having fed them all ("done":

@@ -233,6 +233,29 @@ class SeenSet:
         return {"mode": mode, "count": sum(counts), "legacy": legacy,
                 "bloom": bloom_estimate(capacity, k, counts)}
 
+    @staticmethod
+    def combine(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """The seen-set of a split crawl from its partitions' (:meth:`describe`): counts
+        add up; a Bloom filter's fill is over all its bits, and its false-positive rate is
+        the partitions' mean (a URL is looked up in one partition, each as likely)."""
+        if len(parts) == 1:
+            return parts[0]
+        out: dict[str, Any] = {"mode": parts[0]["mode"], "count": sum(p["count"] for p in parts),
+                               "legacy": sum(p["legacy"] for p in parts)}
+        blooms = [p["bloom"] for p in parts if "bloom" in p]
+        if blooms:
+            size = sum(b["bytes"] for b in blooms)
+            out["bloom"] = {
+                "layers": max(b["layers"] for b in blooms),
+                "count": sum(b["count"] for b in blooms),
+                "capacity": sum(b["capacity"] for b in blooms),
+                "fill": sum(b["fill"] * b["bytes"] for b in blooms) / size if size else 0.0,
+                "fp_rate": sum(b["fp_rate"] for b in blooms) / len(parts),
+                "bytes": size,
+                "partitions": len(parts),
+            }
+        return out
+
 
 def _int(value: str | None) -> int:
     try:

@@ -31,7 +31,7 @@ def launcher_frontier(url: str, keys: CrawlKeys, config: FleetConfig) -> RedisFr
         download_delay=config.download_delay,  # a host's delay unless Redis has its own
         # short: a launcher that waits on Redis cannot watch its children meanwhile
         retry_timeout=min(2.0, config.redis_retry_timeout),
-        **config.seen_options(),
+        **config.layout_options(),
     )
 
 

@@ -51,7 +51,8 @@ class HostStatePruner:
         self.keep_slots = keep_slots  # DOWNLOAD_SLOTS delays: set once, when a worker opens
         self.stats = stats
         self.interval = walk_interval(self.ttl)
-        self._cursors: dict[str, bytes | str] = {}  # hashes still to walk -> HSCAN cursor
+        # (hash, partition) still to walk -> HSCAN cursor
+        self._cursors: dict[tuple[str, int], bytes | str] = {}
         self._next_walk = 0.0  # time.monotonic() when the next walk may start
         self._loop: task.LoopingCall | None = None
 
@@ -74,23 +75,28 @@ class HostStatePruner:
         except Exception as exc:  # a LoopingCall that raises stops for good
             logger.debug("could not prune per-host state: %s", exc)
 
+    def _walk_start(self) -> dict[tuple[str, int], bytes | str]:
+        """A cursor for each hash of each partition of the crawl."""
+        return {(which, part): "0" for part in range(len(self.store.frontier.parts))
+                for which in HASHES}
+
     def step(self) -> tuple[int, int]:
         """One slice of every hash in the current walk; starts a walk when one is due.
         Returns (slots pruned, robots.txt entries pruned)."""
         if not self._cursors:
             if time.monotonic() < self._next_walk:
                 return 0, 0
-            self._cursors = dict.fromkeys(HASHES, "0")
+            self._cursors = self._walk_start()
         slots = robots = 0
-        for which, cursor in list(self._cursors.items()):
+        for (which, part), cursor in list(self._cursors.items()):
             cursor, s, r = self.store.prune(which, cursor, SLICE, self.ttl, self.backoff_max,
-                                            self.keep_slots)
+                                            self.keep_slots, part)
             slots += s
             robots += r
             if cursor in (b"0", "0", 0):
-                del self._cursors[which]
+                del self._cursors[which, part]
             else:
-                self._cursors[which] = cursor
+                self._cursors[which, part] = cursor
         if not self._cursors:
             self._next_walk = time.monotonic() + self.interval
         if self.stats is not None:
@@ -104,7 +110,7 @@ class HostStatePruner:
 
     def walk(self) -> tuple[int, int]:
         """A whole walk now (tests, benchmarks): (slots pruned, robots.txt entries pruned)."""
-        self._cursors = dict.fromkeys(HASHES, "0")
+        self._cursors = self._walk_start()
         slots = robots = 0
         while self._cursors:
             s, r = self.step()

@@ -218,17 +218,19 @@ class FleetRobots:
     async def _fleet_robots(self, request: Request, url: ParseResult, store: PolitenessStore) -> bytes | None:
         """The host's rules (None: allow all): from Redis, or fetched and stored there."""
         netloc = url.netloc
+        slot = slot_key(self.crawler, request)  # robots.txt is kept in this slot's partition
         while True:
-            stored = await call_async(self.crawler, lambda: store.robots_get(netloc), "read robots.txt")
+            stored = await call_async(self.crawler, lambda: store.robots_get(netloc, slot),
+                                      "read robots.txt")
             if stored is not None:
                 self._note_unreachable(netloc, stored)
                 return _body(stored)
             ttl = self.config.robots_timeout
-            if await call_async(self.crawler, lambda: store.robots_lock(netloc, self.owner, ttl),
+            if await call_async(self.crawler, lambda: store.robots_lock(netloc, self.owner, ttl, slot),
                                 "lock a robots.txt fetch"):
                 self.fresh.add(netloc)
                 # the fetch may wait for its turn, a pause, retries: hold the lock meanwhile
-                renew = task.LoopingCall(self._renew_lock, store, netloc, ttl)
+                renew = task.LoopingCall(self._renew_lock, store, netloc, ttl, slot)
                 renew.start(ttl / 3, now=False)
                 try:
                     fetched = await self._download_robots(request, url)
@@ -320,11 +322,11 @@ class FleetRobots:
         self.fresh.discard(netloc)
         self.crawler.stats.inc_value("fleet/politeness/robots_reread")
 
-    def _renew_lock(self, store: PolitenessStore, netloc: str, ttl: float) -> None:
+    def _renew_lock(self, store: PolitenessStore, netloc: str, ttl: float, slot: str) -> None:
         # a LoopingCall on the reactor: while Redis is away it skips a turn (two of three
         # may go before the lock lapses; at worst another worker fetches robots.txt too)
         try:
-            store.robots_lock_renew(netloc, ttl)
+            store.robots_lock_renew(netloc, ttl, slot)
         except AWAY as exc:
             skipped(self.crawler.stats, "robots lock renewal", exc)
         except Exception as exc:  # a LoopingCall that raises stops for good

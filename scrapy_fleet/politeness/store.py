@@ -31,6 +31,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from scrapy_fleet.frontier.keys import PartitionKeys
 from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.frontier.scripts import PRELUDE
 
@@ -260,6 +261,13 @@ return 1
 """
 
 T = TypeVar("T")
+
+
+def _count(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:  # junk: another tool's
+        return 0
 _STORES: weakref.WeakKeyDictionary[RedisFrontier, PolitenessStore] = weakref.WeakKeyDictionary()
 
 
@@ -292,79 +300,93 @@ class PolitenessStore:
     def _call(self, operation: Callable[[], T], what: str) -> T:
         return self.frontier.call(operation, what, wait=self.wait)
 
-    def _run(self, name: str, keys: list[str], args: list[Any], what: str) -> Any:
-        return self.frontier.run_script(name, keys, args, what, wait=self.wait)
+    def _run(self, name: str, keys: list[str], args: list[Any], what: str,
+             part: PartitionKeys) -> Any:
+        return self.frontier.run_script(name, keys, args, what, wait=self.wait, part=part)
+
+    def _part(self, slot: str) -> PartitionKeys:
+        """The partition of ``slot``: its queue and politeness state live there."""
+        return self.frontier.part_of(slot)
 
     # --- turns and pauses -----------------------------------------------------------
 
     def reserve(self, slot: str) -> float:
         """Take the slot's next turn; returns the seconds to wait for it."""
-        ms = self._run("RESERVE", [self.keys.slot_delay], [self.frontier.delay_ms, slot],
-                       "reserve a turn in a download slot")
+        p = self._part(slot)
+        ms = self._run("RESERVE", [p.slot_delay], [self.frontier.delay_ms, slot],
+                       "reserve a turn in a download slot", p)
         return int(ms) / 1000
 
     def backoff(self, slot: str, retry_after: float | None, base: float, cap: float) -> tuple[int, float]:
         """Pause the slot after a 429/503; returns (consecutive count, pause seconds)."""
+        p = self._part(slot)
         n, ms = self._run(
-            "BACKOFF", [self.keys.backoff],
+            "BACKOFF", [p.backoff],
             [slot, -1 if retry_after is None else int(retry_after * 1000), int(base * 1000),
              int(cap * 1000)],
-            "back off a download slot",
+            "back off a download slot", p,
         )
         return int(n), int(ms) / 1000
 
     def reset_backoff(self, slot: str) -> None:
-        self._call(lambda: self.frontier.client.hdel(self.keys.backoff, slot),
+        self._call(lambda: self.frontier.client.hdel(self._part(slot).backoff, slot),
                    "reset a slot's backoff")
 
     def adapt(self, slot: str, latency: float, status: int, *, start: float, minimum: float,
               maximum: float, target_concurrency: float) -> float:
+        p = self._part(slot)
         ms = self._run(
-            "ADAPT", [self.keys.slot_delay, self.keys.crawl_delay],
+            "ADAPT", [p.slot_delay, p.crawl_delay],
             [slot, int(latency * 1000), int(start * 1000), int(minimum * 1000),
              int(maximum * 1000), target_concurrency, status],
-            "adapt a slot's delay",
+            "adapt a slot's delay", p,
         )
         return int(ms) / 1000
 
     def slot_delay(self, slot: str) -> float:
-        raw = self._call(lambda: self.frontier.client.hget(self.keys.slot_delay, slot),
+        raw = self._call(lambda: self.frontier.client.hget(self._part(slot).slot_delay, slot),
                          "read a slot's delay")
         return (int(raw) if raw is not None else self.frontier.delay_ms) / 1000
 
     def set_crawl_delay(self, slot: str, seconds: float | None) -> None:
         """Honour a Crawl-delay fleet-wide (None: the host is skipped)."""
+        p = self._part(slot)
         self._run(
-            "CRAWL_DELAY", [self.keys.slot_delay, self.keys.crawl_delay],
+            "CRAWL_DELAY", [p.slot_delay, p.crawl_delay],
             [slot, -1 if seconds is None else int(seconds * 1000), self.frontier.delay_ms],
-            "record a Crawl-delay",
+            "record a Crawl-delay", p,
         )
 
     def set_slot_delays(self, delays: dict[str, float]) -> None:
         """DOWNLOAD_SLOTS delays, held fleet-wide like DOWNLOAD_DELAY."""
-        args: list[Any] = []
+        groups: dict[int, list[Any]] = {}
         for slot, seconds in delays.items():
-            args += [slot, int(seconds * 1000)]
-        if args:
-            self._run("SLOT_DELAYS", [self.keys.slot_delay, self.keys.crawl_delay], args,
-                      "record DOWNLOAD_SLOTS delays")
+            groups.setdefault(self._part(slot).index, []).extend([slot, int(seconds * 1000)])
+        for i, args in groups.items():
+            p = self.frontier.parts[i]
+            self._run("SLOT_DELAYS", [p.slot_delay, p.crawl_delay], args,
+                      "record DOWNLOAD_SLOTS delays", p)
 
     # --- the robots.txt cache -------------------------------------------------------
 
-    def robots_get(self, netloc: str) -> bytes | None:
-        """The stored entry (see the module doc), its Crawl-delay re-applied if it went."""
-        return self._run("ROBOTS_GET", [self.keys.robots, self.keys.slot_delay, self.keys.crawl_delay],
-                         [netloc, self.frontier.delay_ms], "read robots.txt")
+    # a host's robots.txt is kept in the partition of the slot it sets the Crawl-delay of
+    # (``slot``, the download slot of the host's requests; the netloc by default)
 
-    def robots_lock(self, netloc: str, owner: str, ttl: float) -> bool:
-        key = self.keys.robots_lock_prefix + netloc
+    def robots_get(self, netloc: str, slot: str | None = None) -> bytes | None:
+        """The stored entry (see the module doc), its Crawl-delay re-applied if it went."""
+        p = self._part(slot or netloc)
+        return self._run("ROBOTS_GET", [p.robots, p.slot_delay, p.crawl_delay],
+                         [netloc, self.frontier.delay_ms], "read robots.txt", p)
+
+    def robots_lock(self, netloc: str, owner: str, ttl: float, slot: str | None = None) -> bool:
+        key = self._part(slot or netloc).robots_lock_prefix + netloc
         return bool(self._call(
             lambda: self.frontier.client.set(key, owner, nx=True, px=max(1, int(ttl * 1000))),
             "lock a robots.txt fetch",
         ))
 
-    def robots_lock_renew(self, netloc: str, ttl: float) -> None:
-        key = self.keys.robots_lock_prefix + netloc
+    def robots_lock_renew(self, netloc: str, ttl: float, slot: str | None = None) -> None:
+        key = self._part(slot or netloc).robots_lock_prefix + netloc
         self._call(lambda: self.frontier.client.pexpire(key, max(1, int(ttl * 1000))),
                    "renew a robots.txt lock")
 
@@ -375,26 +397,28 @@ class PolitenessStore:
         the host could not be reached at all), apply its Crawl-delay (``skipped``: above
         FLEET_MAX_CRAWL_DELAY) and release the fetch lock."""
         delay = "skip" if skipped else "-" if crawl_delay is None else int(crawl_delay * 1000)
+        p = self._part(slot)
         return self._run(
             "ROBOTS_PUT",
-            [self.keys.robots, self.keys.slot_delay, self.keys.crawl_delay,
-             self.keys.robots_lock_prefix + netloc],
+            [p.robots, p.slot_delay, p.crawl_delay, p.robots_lock_prefix + netloc],
             [netloc, f"!{unreachable}" if unreachable else status if rules is not None else "-",
              delay, slot, rules or b"",
              self.frontier.delay_ms, "1" if truncated else "0"],
-            "store robots.txt",
+            "store robots.txt", p,
         )
 
     # --- forgetting finished hosts --------------------------------------------------
 
     def prune(self, which: str, cursor: bytes | str, count: int, ttl: float, backoff_max: float,
-              keep_slots: list[str]) -> tuple[bytes, int, int]:
-        """One PRUNE slice of hash ``which``: (next cursor, slots pruned, robots.txt pruned)."""
+              keep_slots: list[str], partition: int = 0) -> tuple[bytes, int, int]:
+        """One PRUNE slice of hash ``which`` of a partition: (next cursor, slots pruned,
+        robots.txt pruned)."""
+        p = self.frontier.parts[partition]
         cursor, slots, robots = self._run(
             "PRUNE",
-            [self.keys.robots, self.keys.slot_delay, self.keys.crawl_delay, self.keys.backoff],
+            [p.robots, p.slot_delay, p.crawl_delay, p.backoff],
             [which, cursor, count, int(ttl * 1000), int(backoff_max * 1000), *keep_slots],
-            "forget finished hosts",
+            "forget finished hosts", p,
         )
         return cursor, int(slots), int(robots)
 
@@ -403,6 +427,14 @@ class PolitenessStore:
                    "count a politeness event")
 
     def counters(self, fields: list[str]) -> list[int]:
-        raw = self._call(lambda: self.frontier.client.hmget(self.keys.stats, fields),
-                         "read counters")
-        return [int(v or 0) for v in raw]
+        """Crawl-wide counters: the control keys' and every partition's, added up."""
+        keys = list(dict.fromkeys([self.keys.stats, *(p.stats for p in self.frontier.parts)]))
+
+        def run() -> list[Any]:
+            pipe = self.frontier.client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hmget(key, fields)
+            return pipe.execute()
+
+        rows = self._call(run, "read counters")
+        return [sum(_count(row[n]) for row in rows) for n in range(len(fields))]

@@ -1,0 +1,301 @@
+"""The Lua scripts of a crawl split into partitions (scrapy_fleet/frontier/partitions.py).
+
+A split crawl keeps its queues, leases and seen-set in P partitions, each under its own
+hash tag, and its control keys (workers, seeding, state, totals) under the crawl's own
+(keys.py). A Redis Cluster runs a script on one slot only, so no script here touches two
+of them: the partition scripts run on the common keys of one partition (``PRELUDE``), the
+control scripts on control keys alone. What spans partitions (reclaiming a dead worker,
+a worker leaving, deciding the crawl has ended) is a sequence of these, each step safe
+to repeat, in an order that never loses a request (partitions.py says why).
+
+Every key a script touches is in KEYS, except a partition's per-slot queues ``q:<slot>``,
+which its scripts derive from the partition's queue prefix as the one-partition scripts
+do: every one of them carries the partition's hash tag.
+"""
+
+from __future__ import annotations
+
+from scrapy_fleet.frontier.scripts import PRELUDE
+
+# Hand every lease of some workers back to this partition's queues: the workers left
+# (``field`` "requeued") or were found dead ("reclaimed"). Their lease hashes go.
+# KEYS[7] seq  KEYS[8..] lease:<worker> (this partition's)  ARGV[3] field
+# Returns how many requests went back, per lease hash.
+HAND_BACK = PRELUDE + r"""
+check_gauges()
+local out = {}
+for i = 8, #KEYS do
+  out[#out + 1] = requeue_all(KEYS[i], redis.call('HKEYS', KEYS[i]), KEYS[7], ARGV[3])
+  redis.call('DEL', KEYS[i])
+end
+return out
+"""
+
+# The first look at a partition when the end of the crawl is decided: is it empty (nothing
+# queued, ready, delayed or leased)? Repairs as the one-partition CHECK_FINISHED does:
+# in-flight counts recounted from the leases of the workers on record (so a count left by
+# junk cannot hold the crawl open), queues outside `ready`/`delayed` rescheduled, gauges
+# below 0 reset. A gauge above 0 with empty queues is lost work.
+# Leases of a worker that is neither on record nor has leased here within the lease
+# timeout are orphans (a worker forgotten by a reclaim in the instant it leased again,
+# then killed): they go back to the queue, counted as reclaimed.
+# KEYS[7] state (the partition's)  KEYS[8] seq  KEYS[9] leasebeats
+# KEYS[10..] lease:<worker> of every worker on record
+# ARGV[3] crawl id  ARGV[4] partition number (for messages)  ARGV[5] lease key prefix
+# ARGV[6] lease timeout ms
+# Returns {status, pending, leased, version, detail}: status "empty", "busy" or "lost".
+CHECK_PART = PRELUDE + r"""
+local st = redis.call('HMGET', KEYS[7], 'id', 'version')
+if st[1] ~= ARGV[3] then
+  return {'lost', 0, 0, '', st[1] and ('partition ' .. ARGV[4] .. ' holds another crawl')
+                                   or ('the state of partition ' .. ARGV[4] .. ' is gone')}
+end
+check_gauges()
+local now = now_ms()
+local g = redis.call('HMGET', K.stats, 'pending', 'leased')
+local pending, leased = num(g[1], 0), num(g[2], 0)
+local version = st[2] or '0'
+local function busy() return {'busy', pending, leased, version, ''} end
+local function queued()
+  return redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0
+end
+if queued() then return busy() end
+local counts, total, on_record = {}, 0, {}
+local function count_leases(key)
+  for _, entry in ipairs(redis.call('HVALS', key)) do
+    local _, slot = parse_lease(entry)
+    if slot then
+      counts[slot] = (counts[slot] or 0) + 1
+      total = total + 1
+    end
+  end
+end
+for i = 10, #KEYS do
+  on_record[KEYS[i]] = true
+  count_leases(KEYS[i])
+end
+if leased > total then
+  -- more leased than the workers on record hold: look for orphaned lease hashes
+  local stale = now - tonumber(ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', '(' .. stale)
+  local cursor, back = '0', 0
+  repeat
+    local page = redis.call('SCAN', cursor, 'MATCH', ARGV[5] .. '*', 'COUNT', 1000)
+    cursor = page[1]
+    for _, key in ipairs(page[2]) do
+      if not on_record[key] then
+        if redis.call('ZSCORE', KEYS[9], string.sub(key, #ARGV[5] + 1)) then
+          count_leases(key)  -- a worker that joined since its record was read
+        else
+          back = back + requeue_all(key, redis.call('HKEYS', key), KEYS[8], 'reclaimed')
+          redis.call('DEL', key)
+        end
+      end
+    end
+  until cursor == '0'
+  if back > 0 then
+    g = redis.call('HMGET', K.stats, 'pending', 'leased')
+    pending, leased = num(g[1], 0), num(g[2], 0)
+    return busy()
+  end
+end
+if redis.call('EXISTS', K.inflight) == 1 then
+  fix_inflight(counts, now)
+  if total > 0 or queued() then return busy() end
+end
+if pending > 0 then
+  reschedule_all(now)
+  if queued() then
+    incr(K.stats, 'corrupt', 1)
+    return busy()
+  end
+end
+if pending > 0 or leased > 0 then
+  return {'lost', pending, leased, version,
+          string.format('%d queued and %d leased requests of partition %s are missing from Redis',
+                        pending, leased, ARGV[4])}
+end
+if pending < 0 or leased < 0 then
+  redis.call('HSET', K.stats, 'pending', 0, 'leased', 0)
+  incr(K.stats, 'corrupt', 1)
+end
+return {'empty', 0, 0, version, ''}
+"""
+
+# Seal an empty partition: until the seal ends (ARGV[5] ms from now) it refuses pushes,
+# so once every partition is sealed, all are empty at one instant and none can change:
+# the crawl has ended exactly (partitions.py). A partition with any work is not sealed.
+# KEYS[7] state (the partition's)  ARGV[3] crawl id  ARGV[4] token  ARGV[5] seal ms
+# Returns "sealed", "busy" or "lost".
+SEAL_PART = PRELUDE + r"""
+if redis.call('HGET', KEYS[7], 'id') ~= ARGV[3] then return 'lost' end
+if redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0
+   or redis.call('EXISTS', K.inflight) == 1 then
+  return 'busy'
+end
+local g = redis.call('HMGET', K.stats, 'pending', 'leased')
+if num(g[1], 0) ~= 0 or num(g[2], 0) ~= 0 then return 'busy' end
+redis.call('HSET', KEYS[7], 'sealed', ARGV[4] .. ' ' .. (now_ms() + tonumber(ARGV[5])))
+return 'sealed'
+"""
+
+# Lift this checker's seal (the crawl goes on), or mark the partition done for good (the
+# crawl ended): a done partition refuses pushes as a finished one-partition crawl does.
+# KEYS[1] state (the partition's)  ARGV[1] token ("": any)  ARGV[2] "done" or "open"
+# ARGV[3] crawl id.
+UNSEAL_PART = r"""
+if redis.call('HGET', KEYS[1], 'id') ~= ARGV[3] then return 0 end
+if ARGV[2] == 'done' then
+  redis.call('HSET', KEYS[1], 'status', 'done')
+  redis.call('HDEL', KEYS[1], 'sealed')
+  return 1
+end
+local seal = redis.call('HGET', KEYS[1], 'sealed')
+if seal and (ARGV[1] == '' or string.sub(seal, 1, #ARGV[1] + 1) == ARGV[1] .. ' ') then
+  redis.call('HDEL', KEYS[1], 'sealed')
+end
+return 1
+"""
+
+# Mark a partition as belonging to the crawl (its id), unless it already does; one that
+# holds another crawl's id is not taken over.  KEYS[1] state (the partition's)
+# ARGV[1] crawl id.  Returns the id the partition holds.
+CLAIM_PART = r"""
+redis.call('HSETNX', KEYS[1], 'id', ARGV[1])
+return redis.call('HGET', KEYS[1], 'id')
+"""
+
+# --- control scripts: the crawl's own slot --------------------------------------------
+
+_CONTROL = r"""
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function num(v, default)
+  local n = tonumber(v)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then return default end
+  return n
+end
+"""
+
+# The workers found dead (no heartbeat for ARGV[1] ms), to reclaim; a heartbeat in the
+# future (junk: HEARTBEAT never writes one) is dropped and counted.
+# KEYS[1] workers  KEYS[2] stats   ARGV[1] lease timeout ms.   Returns the dead workers.
+DEAD_WORKERS = _CONTROL + r"""
+local now = now_ms()
+local timeout = tonumber(ARGV[1])
+local future = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (now + timeout), '+inf')
+for _, w in ipairs(future) do redis.call('ZREM', KEYS[1], w) end
+if #future > 0 then redis.call('HINCRBY', KEYS[2], 'corrupt', #future) end
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - timeout)
+"""
+
+# The workers whose leases every partition has handed back: no longer workers, unless
+# one sent a heartbeat meanwhile (it was only slow; it finds its leases gone).
+# ``state.reclaimed_at`` records when (see CHECK_FINISHED on start-key batches).
+# KEYS[1] workers  KEYS[2] seeding  KEYS[3] state  ARGV[1] lease timeout ms
+# ARGV[2..] workers.   Returns how many were removed.
+FORGET_WORKERS = _CONTROL + r"""
+local now = now_ms()
+local stale, n = now - tonumber(ARGV[1]), 0
+for i = 2, #ARGV do
+  local beat = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if not beat or tonumber(beat) <= stale then
+    n = n + redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('SREM', KEYS[2], ARGV[i])
+  end
+end
+if n > 0 then redis.call('HSET', KEYS[3], 'reclaimed_at', now) end
+return n
+"""
+
+# A worker that handed back its leases in every partition leaves the crawl.
+# KEYS[1] workers  KEYS[2] seeding  ARGV[1] worker.
+DEREGISTER = r"""
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+"""
+
+# The control side of "has the crawl ended?", before (ARGV[4] "begin") and after
+# ("decide") the partitions were looked at, and on finding work in one ("busy").
+# begin: {status, live workers, live seeders, workers on record...}
+# busy: clears ``idle_since`` (a keep-alive crawl with work is not idle); {"running"}
+# decide: the one-partition rules (CHECK_FINISHED): no live seeder, seeded once, a
+#   start-key crawl's dead workers reclaimed and their batches' leases out, a keep-alive
+#   crawl idle for its timeout (idle since the partitions' versions, ARGV[5], last
+#   changed). Then the check lock (ARGV[6] token, ARGV[7] ms): one worker seals at a time.
+#   {"seal", ended by ("" or "idle_timeout")} or {"running"}.
+# KEYS[1] workers  KEYS[2] seeding  KEYS[3] state  KEYS[4] checklock
+# ARGV[1] lease timeout ms  ARGV[2] this worker  ARGV[3] crawl id  ARGV[4] step
+# ARGV[5] versions  ARGV[6] token  ARGV[7] lock ms  ARGV[8] "1" = this worker is keep-alive
+CHECK_CONTROL = _CONTROL + r"""
+local state_id = redis.call('HGET', KEYS[3], 'id')
+if state_id ~= ARGV[3] then
+  return {'lost', 0, 0, state_id and 'replaced by another crawl' or 'the crawl state is gone'}
+end
+local now = now_ms()
+local stale = now - tonumber(ARGV[1])
+local status = redis.call('HGET', KEYS[3], 'status')
+if status == 'done' or status == 'failed' then
+  return {status, 0, 0, redis.call('HGET', KEYS[3], 'error') or ''}
+end
+local seeders = 0
+for _, w in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local beat = redis.call('ZSCORE', KEYS[1], w)
+  if w ~= ARGV[2] and beat and tonumber(beat) >= stale then seeders = seeders + 1 end
+end
+local step = ARGV[4]
+if step == 'begin' then
+  local out = {'begin', redis.call('ZCOUNT', KEYS[1], stale, '+inf'), seeders, ''}
+  for _, w in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do out[#out + 1] = w end
+  return out
+end
+if step == 'busy' then
+  redis.call('HDEL', KEYS[3], 'idle_since')
+  return {'running'}
+end
+if redis.call('HGET', KEYS[3], 'versions') ~= ARGV[5] then
+  -- pushes or acks since the last look: a keep-alive crawl's idle time starts again
+  redis.call('HSET', KEYS[3], 'versions', ARGV[5])
+  redis.call('HDEL', KEYS[3], 'idle_since')
+end
+if seeders > 0 or redis.call('HGET', KEYS[3], 'seeded') ~= '1' then return {'running'} end
+local settings = redis.call('HMGET', KEYS[3], 'keep_alive', 'idle_timeout', 'idle_since',
+                           'feeds', 'reclaimed_at')
+if settings[4] == '1' then
+  local dead = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. stale)
+  local reclaimed = num(settings[5], 0)
+  if dead > 0 or (reclaimed <= now and now - reclaimed < tonumber(ARGV[1])) then
+    return {'running'}
+  end
+end
+local ended_by = ''
+if ARGV[8] == '1' or settings[1] == '1' then
+  local timeout = num(settings[2], 0)
+  if timeout <= 0 then return {'running'} end
+  local since = num(settings[3], nil)
+  if since == nil or since > now then
+    redis.call('HSET', KEYS[3], 'idle_since', now)
+    return {'running'}
+  end
+  if now - since < timeout then return {'running'} end
+  ended_by = 'idle_timeout'
+end
+if not redis.call('SET', KEYS[4], ARGV[6], 'NX', 'PX', ARGV[7]) then return {'running'} end
+return {'seal', ended_by}
+"""
+
+# Every partition is sealed: the crawl is done, if this checker still holds the lock
+# (else another took over after it stalled, and the seals may have lapsed), or let go.
+# KEYS[1] state  KEYS[2] checklock  ARGV[1] token  ARGV[2] "done" or "release"
+# ARGV[3] ended by ("" or "idle_timeout").   Returns 1 if the crawl was marked done.
+END_CHECK = _CONTROL + r"""
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[2])
+if ARGV[2] ~= 'done' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'done', 'finished_at', now_ms())
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'ended_by', ARGV[3]) end
+return 1
+"""

@@ -1,0 +1,158 @@
+"""A crawl split into partitions (scrapy_fleet/frontier/partitions.py) on one plain Redis:
+the same layout a Redis Cluster spreads over its masters (tests/test_cluster.py)."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+from redis.crc import key_slot
+
+from conftest import Fleet, fp, frontier as view, make_project, open_frontier, scrapy_args
+from local_site import Host, PoliteSite
+from scrapy_fleet.frontier.keys import CrawlKeys, partition_tags
+from scrapy_fleet.frontier.partitions import LOCK_MS
+from scrapy_fleet.frontier.queue import CrawlLost
+
+HOSTS = [f"host{n}.example" for n in range(40)]
+
+
+def split(redis_client, redis_url, key_prefix, worker="w1", partitions=4, **kwargs):
+    frontier = open_frontier(redis_client, redis_url, key_prefix, worker, partitions=partitions,
+                             **kwargs)
+    assert len(frontier.parts) == partitions and frontier.split is not None
+    return frontier
+
+
+def push(frontier, numbers, priority=0):
+    return frontier.flush([(fp(n), HOSTS[n % len(HOSTS)], priority, b"r%d" % n) for n in numbers])
+
+
+def drain(frontier, batch=50):
+    """Lease and acknowledge until nothing is left; the payloads leased, in order."""
+    got = []
+    for _ in range(200):
+        popped = frontier.flush(pop=batch).popped
+        if not popped and frontier.check_finished().finished:
+            return got
+        got += [blob for _, blob in popped]
+        frontier.flush(acks=[lease for lease, _ in popped])
+    raise AssertionError("the crawl never ended")
+
+
+def test_partition_tags_spread_evenly_over_the_slot_range():
+    for count in (2, 3, 16, 64):
+        tags = partition_tags("alexa", count)
+        slots = [key_slot(tag.encode()) for tag in tags]
+        for i, slot in enumerate(slots):  # partition i in the i-th 1/count of the slots
+            assert i * 16384 // count <= slot < (i + 1) * 16384 // count
+    keys = CrawlKeys("fleet", "alexa")
+    assert keys.partitions(1) == [keys]  # one partition: the layout of every older crawl
+    parts = keys.partitions(16)
+    assert all(keys.in_partition(p.ready) for p in parts) and not keys.in_partition(keys.ready)
+    assert not CrawlKeys("fleet", "alexa#0").in_partition(keys.ready)
+    # every partition count splits download slots the same way in every process
+    assert [CrawlKeys.partition_of(h, 16) for h in HOSTS[:4]] == [
+        zlib.crc32(h.encode()) % 16 for h in HOSTS[:4]]
+
+
+def test_requests_spread_over_partitions_and_all_come_back_once(redis_client, redis_url, key_prefix):
+    frontier = split(redis_client, redis_url, key_prefix, concurrency_per_slot=100)
+    frontier.set_seeding(True)
+    result = push(frontier, [*range(200), *range(50)])  # 50 duplicates
+    assert sum(result.pushed) == 200
+    frontier.set_seeding(False)
+    counts = [redis_client.hget(p.stats, "pending") for p in frontier.parts]
+    assert all(int(c) > 0 for c in counts) and sum(map(int, counts)) == 200
+    assert frontier.status()["stats"]["pending"] == 200
+    assert frontier.status()["partitions"] == 4
+    got = drain(frontier)
+    assert sorted(got) == sorted(b"r%d" % n for n in range(200))  # each once
+    status = frontier.status()
+    assert status["stats"]["acked"] == 200 and status["stats"]["duplicate"] == 50
+    assert status["state"]["status"] == "done" and status["seen"] == 200
+    # a finished split crawl refuses pushes, as an unsplit one does
+    assert push(frontier, [500]).finished
+    assert all(redis_client.hget(p.state, "status") == b"done" for p in frontier.parts)
+
+
+def test_a_dead_workers_leases_in_every_partition_are_reclaimed(redis_client, redis_url, key_prefix):
+    dead = split(redis_client, redis_url, key_prefix, "dead", lease_timeout=0.2,
+                 concurrency_per_slot=100)
+    alive = split(redis_client, redis_url, key_prefix, "alive", lease_timeout=0.2,
+                  concurrency_per_slot=100)
+    dead.set_seeding(True)
+    push(dead, range(40))
+    dead.set_seeding(False)
+    leased = dead.flush(pop=40).popped
+    while len(leased) < 40:
+        leased += dead.flush(pop=40).popped
+    assert len({lease.split(":")[0] for lease, _ in leased}) == 4  # from every partition
+    assert not alive.check_finished().finished
+    time.sleep(0.3)  # the dead worker's heartbeat is older than its lease timeout
+    alive.heartbeat()
+    assert alive.reclaim() == [("dead", 40)]
+    assert [w["id"] for w in alive.status()["workers"]] == ["alive"]
+    assert sorted(drain(alive)) == sorted(b"r%d" % n for n in range(40))
+    assert alive.status()["stats"]["reclaimed"] == 40
+
+
+def test_the_end_is_not_declared_while_any_partition_has_work(redis_client, redis_url, key_prefix):
+    frontier = split(redis_client, redis_url, key_prefix)
+    frontier.set_seeding(True)
+    frontier.set_seeding(False)
+    push(frontier, [7])
+    assert not frontier.check_finished().finished  # queued in one partition
+    (lease, _), = frontier.flush(pop=1).popped
+    assert not frontier.check_finished().finished  # leased
+    # no partition is left sealed by a check that found work: pushes go in
+    assert all(redis_client.hget(p.state, "sealed") is None for p in frontier.parts)
+    frontier.flush([(fp(8), HOSTS[8], 0, b"r8")], acks=[lease])
+    assert not frontier.check_finished().finished
+    assert drain(frontier) == [b"r8"]
+
+
+def test_a_sealed_partition_holds_pushes_until_the_check_ends(redis_client, redis_url, key_prefix):
+    """A checker killed after sealing: pushes wait for the seal to end, nothing is lost."""
+    frontier = split(redis_client, redis_url, key_prefix, partitions=2, retry_timeout=1)
+    frontier.set_seeding(True)
+    frontier.set_seeding(False)
+    part = frontier.part_of(HOSTS[3])
+    now = redis_client.time()
+    until = now[0] * 1000 + now[1] // 1000 + 300
+    redis_client.hset(part.state, "sealed", f"tok {until}")
+    result = push(frontier, [3])  # waits out the seal (wait=True), then stores it
+    assert result.pushed == [True]
+    assert drain(frontier) == [b"r3"]
+    assert 2 * LOCK_MS / 1000 < 60  # a killed checker's seals end within a minute
+
+
+def test_junk_lease_ids_and_a_lost_partition(redis_client, redis_url, key_prefix):
+    frontier = split(redis_client, redis_url, key_prefix)
+    frontier.set_seeding(True)
+    push(frontier, [1, 2])
+    assert frontier.flush(acks=["junk", "9:1", "x:1"]).pushed == []  # ignored, no crash
+    redis_client.delete(frontier.parts[2].state)  # a master lost the partition's data
+    with pytest.raises(CrawlLost, match="partition 2"):
+        frontier.check_finished()
+
+
+def test_a_fleet_crawl_over_many_hosts_split_in_partitions(tmp_path: Path, fleet_settings, redis_url,
+                                                           key_prefix):
+    site = PoliteSite([Host(pages=12) for _ in range(12)]).start()
+    try:
+        extra = {**fleet_settings, "FLEET_PARTITIONS": "8", "CONCURRENT_REQUESTS": "8"}
+        fleet = Fleet(make_project(tmp_path), ["links", "-n", "2",
+                                               *scrapy_args(extra, {"start_url": site.hub_url})])
+        assert fleet.wait() == 0, fleet.text[-3000:]
+        assert "finished" in fleet.text
+    finally:
+        site.stop()
+    for i in range(12):
+        pages = site.pages(site.host(i))
+        assert len(pages) == 12 and len(set(pages)) == 12, (i, pages)  # each page once
+    status = view(redis_url, key_prefix, "links").status()
+    assert status["partitions"] == 8 and status["stats"]["pending"] == 0
+    assert status["stats"]["acked"] == status["stats"]["enqueued"] == 12 * 12 + 1
