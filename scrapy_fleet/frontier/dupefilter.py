@@ -79,6 +79,7 @@ class FleetDupeFilter(BaseDupeFilter):
             # only its seen-set is used: this process never leases
             self._frontier = RedisFrontier(self._client, self.keys, "dupefilter", url=url,
                                            **self._layout_options)
+            self._frontier.read_layout()  # a split crawl's seen-set is in its partitions
         # a split crawl keeps each host's fingerprints in the host's partition
         host = urlparse_cached(request).hostname or ""
         return self._frontier.seen_add([self.fingerprint(request)], slots=[host])[0]
