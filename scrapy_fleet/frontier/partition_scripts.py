@@ -43,36 +43,25 @@ return out
 # KEYS[10..] lease:<worker> of every worker on record
 # ARGV[3] crawl id  ARGV[4] partition number (for messages)  ARGV[5] lease key prefix
 # ARGV[6] lease timeout ms
-# Returns {status, pending, leased, version, detail}: status "empty", "busy" or "lost".
+# Returns {status, pending, leased, version, detail}: status "empty", "busy" or "lost";
+# version changes with every push and ack there (its totals enqueued, acked, invalid).
 CHECK_PART = PRELUDE + r"""
-local st = redis.call('HMGET', KEYS[7], 'id', 'version')
-if st[1] ~= ARGV[3] then
-  return {'lost', 0, 0, '', st[1] and ('partition ' .. ARGV[4] .. ' holds another crawl')
+local id = redis.call('HGET', KEYS[7], 'id')
+if id ~= ARGV[3] then
+  return {'lost', 0, 0, '', id and ('partition ' .. ARGV[4] .. ' holds another crawl')
                                    or ('the state of partition ' .. ARGV[4] .. ' is gone')}
 end
 check_gauges()
 local now = now_ms()
-local g = redis.call('HMGET', K.stats, 'pending', 'leased')
+local g = redis.call('HMGET', K.stats, 'pending', 'leased', 'enqueued', 'acked', 'invalid')
 local pending, leased = num(g[1], 0), num(g[2], 0)
-local version = st[2] or '0'
+local version = table.concat({g[3] or '0', g[4] or '0', g[5] or '0'}, '/')
 local function busy() return {'busy', pending, leased, version, ''} end
-local function queued()
-  return redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0
-end
-if queued() then return busy() end
+if has_queued() then return busy() end
 local counts, total, on_record = {}, 0, {}
-local function count_leases(key)
-  for _, entry in ipairs(redis.call('HVALS', key)) do
-    local _, slot = parse_lease(entry)
-    if slot then
-      counts[slot] = (counts[slot] or 0) + 1
-      total = total + 1
-    end
-  end
-end
 for i = 10, #KEYS do
   on_record[KEYS[i]] = true
-  count_leases(KEYS[i])
+  total = total + count_leases(KEYS[i], counts)
 end
 if leased > total then
   -- more leased than the workers on record hold: look for orphaned lease hashes
@@ -85,7 +74,7 @@ if leased > total then
     for _, key in ipairs(page[2]) do
       if not on_record[key] then
         if redis.call('ZSCORE', KEYS[9], string.sub(key, #ARGV[5] + 1)) then
-          count_leases(key)  -- a worker that joined since its record was read
+          total = total + count_leases(key, counts)  -- joined since its record was read
         else
           back = back + requeue_all(key, redis.call('HKEYS', key), KEYS[8], 'reclaimed')
           redis.call('DEL', key)
@@ -101,11 +90,11 @@ if leased > total then
 end
 if redis.call('EXISTS', K.inflight) == 1 then
   fix_inflight(counts, now)
-  if total > 0 or queued() then return busy() end
+  if total > 0 or has_queued() then return busy() end
 end
 if pending > 0 then
   reschedule_all(now)
-  if queued() then
+  if has_queued() then
     incr(K.stats, 'corrupt', 1)
     return busy()
   end
@@ -129,10 +118,7 @@ return {'empty', 0, 0, version, ''}
 # Returns "sealed", "busy" or "lost".
 SEAL_PART = PRELUDE + r"""
 if redis.call('HGET', KEYS[7], 'id') ~= ARGV[3] then return 'lost' end
-if redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0
-   or redis.call('EXISTS', K.inflight) == 1 then
-  return 'busy'
-end
+if has_queued() or redis.call('EXISTS', K.inflight) == 1 then return 'busy' end
 local g = redis.call('HMGET', K.stats, 'pending', 'leased')
 if num(g[1], 0) ~= 0 or num(g[2], 0) ~= 0 then return 'busy' end
 redis.call('HSET', KEYS[7], 'sealed', ARGV[4] .. ' ' .. (now_ms() + tonumber(ARGV[5])))

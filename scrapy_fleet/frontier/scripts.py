@@ -124,6 +124,11 @@ local function rescore_ready(slot)
   end
 end
 
+-- Whether any slot has queued work that is ready or waiting out its delay.
+local function has_queued()
+  return redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0
+end
+
 -- In-flight counts that disagree with `counts` (recounted from the leases) are repaired
 -- and counted; the slot's queue may have been held back by the bad count.
 local function fix_inflight(counts, now)
@@ -182,6 +187,20 @@ local function parse_lease(entry)
   local score = num(string.sub(entry, 1, sp - 1), nil)
   if score == nil then return nil end
   return score, string.sub(entry, sp + 1)
+end
+
+-- Count the well-formed entries of a lease hash into `counts` (slot -> leases); returns
+-- how many there were.
+local function count_leases(key, counts)
+  local n = 0
+  for _, entry in ipairs(redis.call('HVALS', key)) do
+    local _, slot = parse_lease(entry)
+    if slot then
+      counts[slot] = (counts[slot] or 0) + 1
+      n = n + 1
+    end
+  end
+  return n
 end
 
 -- The payload of an id this frontier issued (decimal, at most `seq`); else nil and why:
@@ -341,7 +360,6 @@ if P > 0 then
     incr(K.stats, 'pending', added)
     incr(K.stats, 'enqueued', added)
     redis.call('HDEL', KEYS[12], 'idle_since')  -- new work: a keep-alive crawl is not idle
-    redis.call('HINCRBY', KEYS[12], 'version', 1)  -- so for a split crawl (partitions.py)
   end
   if added < P then incr(K.stats, 'duplicate', P - added) end
 end
@@ -379,7 +397,6 @@ for part = 1, 2 do
       incr(K.stats, 'leased', -done)
       incr(K.stats, field, done)
       redis.call('HDEL', KEYS[12], 'idle_since')
-      redis.call('HINCRBY', KEYS[12], 'version', 1)
       if junk > 0 then incr(K.stats, 'corrupt', junk) end
     end
   end
@@ -578,31 +595,21 @@ local function busy()
   redis.call('HDEL', KEYS[9], 'idle_since')
   return {'running', pending, leased, live, seeders, ''}
 end
-if redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0 then
-  return busy()
-end
+if has_queued() then return busy() end
 -- nothing ready: recount what is in flight from the leases of the workers on record
 if redis.call('EXISTS', K.inflight) == 1 then
   local counts, total = {}, 0
   for _, w in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
-    for _, entry in ipairs(redis.call('HVALS', ARGV[7] .. w)) do
-      local _, slot = parse_lease(entry)
-      if slot then
-        counts[slot] = (counts[slot] or 0) + 1
-        total = total + 1
-      end
-    end
+    total = total + count_leases(ARGV[7] .. w, counts)
   end
   fix_inflight(counts, now)
-  if total > 0 or redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0 then
-    return busy()
-  end
+  if total > 0 or has_queued() then return busy() end
 end
 -- nothing ready or in flight; a queue outside `ready`/`delayed` would be a bug or junk:
 -- look for one before calling queued work lost (rare: only when the gauges disagree)
 if pending > 0 then
   reschedule_all(now)
-  if redis.call('ZCARD', K.ready) > 0 or redis.call('ZCARD', K.delayed) > 0 then
+  if has_queued() then
     incr(K.stats, 'corrupt', 1)
     return busy()
   end
