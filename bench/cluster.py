@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,7 +60,8 @@ def requests(n: int) -> list[tuple[bytes, str, int, bytes]]:
 
 
 def cpu(nodes: list[redis.Redis]) -> float:
-    return sum(node.info("cpu")["used_cpu_user"] + node.info("cpu")["used_cpu_sys"] for node in nodes)
+    used = [node.info("cpu") for node in nodes]
+    return sum(info["used_cpu_user"] + info["used_cpu_sys"] for info in used)
 
 
 def calls(node: redis.Redis) -> int:
@@ -107,8 +109,6 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        import subprocess
-
         port = cluster_ports(1)[0]
         single = subprocess.Popen([find_redis_server(), "--port", str(port), "--save", "",
                                    "--appendonly", "no", "--dir", tmp],

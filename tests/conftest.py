@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from local_site import FakeWeb, LinkedSite, LocalSite
+from local_site import FakeWeb, Host, LinkedSite, LocalSite, PoliteSite
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.redis_server import connect, ensure_embedded_server, stop_embedded_server
@@ -304,6 +304,23 @@ class Fleet(Output):
 
 def fleet_args(site_url: str, settings: dict[str, str], *extra: str, spider: str = SPIDER) -> list[str]:
     return [spider, *extra, *scrapy_args(settings, {"start_url": f"{site_url}/page/0"})]
+
+
+def crawl_hosts(directory: Path, settings: dict[str, str], hosts: int, pages: int) -> None:
+    """A ``scrapy fleet -n 2`` crawl of ``hosts`` local hosts of ``pages`` pages each (one
+    download slot each, so a split crawl spreads them over its partitions): it finishes,
+    exit 0, having fetched every page once."""
+    site = PoliteSite([Host(pages=pages) for _ in range(hosts)]).start()
+    try:
+        fleet = Fleet(make_project(directory),
+                      ["links", "-n", "2", *scrapy_args(settings, {"start_url": site.hub_url})])
+        assert fleet.wait() == 0, fleet.text[-3000:]
+        assert "finished" in fleet.text
+    finally:
+        site.stop()
+    for i in range(hosts):
+        fetched = site.pages(site.host(i))
+        assert len(fetched) == pages and len(set(fetched)) == pages, (i, fetched)  # each once
 
 
 def frontier(redis_url: str, key_prefix: str, spider: str = SPIDER) -> RedisFrontier:

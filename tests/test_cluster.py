@@ -13,9 +13,8 @@ import pytest
 from redis.cluster import RedisCluster
 
 from cluster import LocalCluster, cluster_ports
-from conftest import Fleet, fleet_args, fp, make_project, wait_for
-from conftest import scrapy_args
-from local_site import Host, LinkedSite, PoliteSite
+from conftest import Fleet, crawl_hosts, fleet_args, fp, make_project, wait_for
+from local_site import LinkedSite
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.redis_server import connect
@@ -115,19 +114,9 @@ def test_a_crawl_over_many_hosts_is_spread_over_every_master_and_ends_exactly(
 
     nodes = [redis.Redis(port=port) for port in cluster.ports]
     before = [_script_calls(node) for node in nodes]
-    site = PoliteSite([Host(pages=10) for _ in range(16)]).start()
-    try:
-        settings = {"REDIS_URL": cluster.urls[0], "FLEET_KEY_PREFIX": key_prefix,
-                    "FLEET_DATA_DIR": str(tmp_path / ".fleet"), "CONCURRENT_REQUESTS": "8"}
-        fleet = Fleet(make_project(tmp_path),
-                      ["links", "-n", "2", *scrapy_args(settings, {"start_url": site.hub_url})])
-        assert fleet.wait() == 0, fleet.text[-3000:]
-        assert "finished" in fleet.text
-    finally:
-        site.stop()
-    for i in range(16):
-        pages = site.pages(site.host(i))
-        assert len(pages) == 10 and len(set(pages)) == 10, (i, pages)
+    crawl_hosts(tmp_path, {"REDIS_URL": cluster.urls[0], "FLEET_KEY_PREFIX": key_prefix,
+                           "FLEET_DATA_DIR": str(tmp_path / ".fleet"), "CONCURRENT_REQUESTS": "8"},
+                hosts=16, pages=10)
     keys = CrawlKeys(key_prefix, "links")
     per_node = [sum(1 for _ in node.scan_iter(match=keys.partitions_pattern, count=1000))
                 for node in nodes]

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from redis.crc import key_slot
 
-from conftest import Fleet, fp, frontier as view, make_project, open_frontier, scrapy_args
-from local_site import Host, PoliteSite
+from conftest import crawl_hosts, fp, frontier as view, open_frontier
 from scrapy_fleet.frontier.keys import CrawlKeys, partition_tags
 from scrapy_fleet.frontier.partitions import LOCK_MS
 from scrapy_fleet.frontier.queue import CrawlLost
@@ -141,18 +140,8 @@ def test_junk_lease_ids_and_a_lost_partition(redis_client, redis_url, key_prefix
 
 def test_a_fleet_crawl_over_many_hosts_split_in_partitions(tmp_path: Path, fleet_settings, redis_url,
                                                            key_prefix):
-    site = PoliteSite([Host(pages=12) for _ in range(12)]).start()
-    try:
-        extra = {**fleet_settings, "FLEET_PARTITIONS": "8", "CONCURRENT_REQUESTS": "8"}
-        fleet = Fleet(make_project(tmp_path), ["links", "-n", "2",
-                                               *scrapy_args(extra, {"start_url": site.hub_url})])
-        assert fleet.wait() == 0, fleet.text[-3000:]
-        assert "finished" in fleet.text
-    finally:
-        site.stop()
-    for i in range(12):
-        pages = site.pages(site.host(i))
-        assert len(pages) == 12 and len(set(pages)) == 12, (i, pages)  # each page once
+    crawl_hosts(tmp_path, {**fleet_settings, "FLEET_PARTITIONS": "8", "CONCURRENT_REQUESTS": "8"},
+                hosts=12, pages=12)
     status = view(redis_url, key_prefix, "links").status()
     assert status["partitions"] == 8 and status["stats"]["pending"] == 0
     assert status["stats"]["acked"] == status["stats"]["enqueued"] == 12 * 12 + 1

@@ -131,20 +131,34 @@ def read_hosts(frontier: RedisFrontier, limit: int = HOSTS_SHOWN) -> dict[str, A
         return {**summary, "busiest": [], "slowest": [], "most_errors": []}
     now_ms = server_ms(frontier)
 
+    # each slot's fields are in its partition's hashes: one HMGET per hash and partition
+    groups: dict[int, list[Any]] = {}
+    for slot in slots:
+        groups.setdefault(frontier.part_of(text(slot)).index, []).append(slot)
+
     def details() -> list[Any]:
         pipe = frontier.client.pipeline(transaction=False)
         for slot in slots:
-            part = frontier.part_of(text(slot))
-            pipe.zcard(part.queue(text(slot)))
+            pipe.zcard(frontier.part_of(text(slot)).queue(text(slot)))
             pipe.zscore(keys.host_errors, slot)
+        for i, members in groups.items():
+            part = frontier.parts[i]
             for key in (part.inflight, part.slot_delay, part.crawl_delay, part.backoff):
-                pipe.hget(key, slot)
+                pipe.hmget(key, members)
         return _answers(pipe.execute(raise_on_error=False))
 
     raw = frontier.call(details, "read the hosts' queues and delays")
+    fields: dict[Any, list[Any]] = {}  # slot -> in flight, delay, crawl delay, backoff
+    rows = iter(raw[2 * len(slots):])
+    for members in groups.values():
+        columns = [row if isinstance(row, list) else [None] * len(members)
+                   for row in (next(rows) for _ in range(4))]
+        for n, slot in enumerate(members):
+            fields[slot] = [column[n] for column in columns]
     hosts = []
     for i, slot in enumerate(slots):
-        queued, errors, in_flight, delay, crawl_delay, backoff = raw[6 * i:6 * i + 6]
+        queued, errors = raw[2 * i], raw[2 * i + 1]
+        in_flight, delay, crawl_delay, backoff = fields[slot]
         count, until = _backoff(backoff)
         hosts.append({
             "host": text(slot),

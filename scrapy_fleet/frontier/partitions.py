@@ -170,8 +170,7 @@ class SplitCrawl:
         # every push before any ack; the last push call may carry its partition's acks
         calls: list[tuple[int, list[int], list[str], list[str]]] = []
         for part in sorted(push_groups, key=lambda p: p in ack_groups):
-            for chunk in _by_size([n for n in push_groups[part]], MAX_CALL_BYTES,
-                                  lambda n: len(pushes[n][3])):
+            for chunk in _by_size(push_groups[part], MAX_CALL_BYTES, lambda n: len(pushes[n][3])):
                 calls.append((part, list(chunk), [], []))
         if calls and calls[-1][0] in ack_groups:
             part, members, _, _ = calls[-1]
