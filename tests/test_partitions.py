@@ -8,12 +8,13 @@ import zlib
 from pathlib import Path
 
 import pytest
+from redis.connection import AbstractConnection
 from redis.crc import key_slot
 
 from conftest import crawl_hosts, fp, frontier as view, open_frontier
 from scrapy_fleet.frontier.keys import CrawlKeys, partition_tags
 from scrapy_fleet.frontier.partitions import LOCK_MS
-from scrapy_fleet.frontier.queue import CrawlLost
+from scrapy_fleet.frontier.queue import CrawlLost, RedisRetryLater
 
 HOSTS = [f"host{n}.example" for n in range(40)]
 
@@ -126,6 +127,51 @@ def test_a_sealed_partition_holds_pushes_until_the_check_ends(redis_client, redi
     assert result.pushed == [True]
     assert drain(frontier) == [b"r3"]
     assert 2 * LOCK_MS / 1000 < 60  # a killed checker's seals end within a minute
+
+
+def test_a_flush_over_many_partitions_takes_two_round_trips(redis_client, redis_url, key_prefix,
+                                                            monkeypatch):
+    """Pushes to every partition in one pipeline, then the acks with the pop in another."""
+    frontier = split(redis_client, redis_url, key_prefix, partitions=8)
+    frontier.set_seeding(True)
+    push(frontier, range(40))  # every partition's seen-set read once
+    leases = [lease for lease, _ in frontier.flush(pop=8).popped]
+    assert len({lease.split(":")[0] for lease in leases}) > 1  # acks for several partitions
+    batch = [(fp(n), HOSTS[n % len(HOSTS)], 0, b"r%d" % n) for n in range(100, 140)]
+    assert len({frontier.part_of(slot).state for _, slot, _, _ in batch}) == 8
+    sends = []
+    send = AbstractConnection.send_packed_command
+
+    def counted(self, *args, **kwargs):
+        sends.append(1)
+        return send(self, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    result = frontier.flush(batch, acks=leases, pop=1)
+    monkeypatch.undo()
+    assert all(result.pushed) and len(result.popped) == 1
+    assert len(sends) == 2
+    assert frontier.status()["stats"]["acked"] == 8
+
+
+def test_a_flush_retried_after_one_partition_refused_stores_each_push_once(
+        redis_client, redis_url, key_prefix):
+    """The partitions that took their pushes are not sent them again: a dont_filter
+    request is queued once, the worker's counters are counted once."""
+    frontier = split(redis_client, redis_url, key_prefix)
+    frontier.set_seeding(True)
+    entries = [(b"", HOSTS[n], 0, b"u%d" % n) for n in range(8)]  # dont_filter: never deduped
+    sealed = frontier.part_of(HOSTS[3])
+    assert len({frontier.part_of(slot).state for _, slot, _, _ in entries}) > 1
+    redis_client.hset(sealed.state, "sealed", f"tok {int(time.time() * 1000) + 60_000}")
+    with pytest.raises(RedisRetryLater):
+        frontier.flush(entries, wait=False, feed_bad=2, duplicates=3)
+    redis_client.hdel(sealed.state, "sealed")
+    assert frontier.flush(entries, wait=False, feed_bad=2, duplicates=3).pushed == [True] * 8
+    frontier.set_seeding(False)
+    assert sorted(drain(frontier)) == sorted(b"u%d" % n for n in range(8))
+    stats = frontier.status()["stats"]
+    assert stats["feed_bad"] == 2 and stats["duplicate"] == 3
 
 
 def test_junk_lease_ids_and_a_lost_partition(redis_client, redis_url, key_prefix):

@@ -34,7 +34,7 @@ import random
 import time
 import uuid
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scrapy_fleet.frontier import partition_scripts
@@ -49,6 +49,7 @@ from scrapy_fleet.frontier.queue import (
     FlushResult,
     FrontierFault,
     PushEntry,
+    STALE_RETRIES,
     RedisRetryLater,
     _by_size,
 )
@@ -65,6 +66,18 @@ MAX_POP_CALLS = 4  # partitions asked for work in one flush at most
 LOCK_MS = 10_000  # the check lock; seals last twice as long
 SCRIPTS = ("HAND_BACK", "CHECK_PART", "SEAL_PART", "UNSEAL_PART", "CLAIM_PART",
            "DEAD_WORKERS", "FORGET_WORKERS", "DEREGISTER", "CHECK_CONTROL", "END_CHECK")
+
+
+@dataclass
+class _Call:
+    """One FLUSH script call on one partition, within a flush."""
+
+    part: int
+    members: list[int] = field(default_factory=list)  # indexes of the flush's pushes
+    acks: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    pop: int = 0
+    counters: tuple[int, int] = (0, 0)  # feed_bad, duplicates
 
 
 @dataclass
@@ -102,6 +115,7 @@ class SplitCrawl:
         # again) and acks that went through
         self._carried: dict[int, tuple[PushEntry, bool]] = {}
         self._acked: set[str] = set()
+        self._counted = False  # the flush's counters went through with a call
         self._reconcile = False
 
     # --- plumbing ---------------------------------------------------------------------
@@ -109,12 +123,24 @@ class SplitCrawl:
     def _run(self, name: str, keys: Sequence[Any], args: Sequence[Any], what: str,
              wait: bool) -> Any:
         f = self.f
-        return f.call(lambda: f._scripts[name](keys=list(keys), args=list(args), client=f.client),
+        return f.call(lambda: f._script(name, keys, args, common=False),
                       what, wait=wait)
 
-    def _part_script(self, name: str, i: int, keys: Sequence[Any], args: Sequence[Any],
-                     what: str, wait: bool) -> Any:
-        return self.f.run_script(name, keys, args, what, wait=wait, part=self.parts[i])
+    def _each(self, name: str, calls: Sequence[tuple[int, Sequence[Any], Sequence[Any]]],
+              what: str, wait: bool, *, common: bool = True) -> list[Any]:
+        """Script ``name`` once per (partition, keys, args) of ``calls``, in one pipeline:
+        one round trip on one Redis, one per master on a cluster. ``common``: the script
+        is written on the partition's common keys (scripts.py), else on ``keys`` alone.
+        Only for scripts that are safe to run again: a failure sends them all again."""
+        f = self.f
+
+        def run() -> list[Any]:
+            pipe = f.client.pipeline(transaction=False)
+            for i, keys, args in calls:
+                f._script(name, keys, args, client=pipe, part=self.parts[i], common=common)
+            return pipe.execute()
+
+        return f.call(run, what, wait=wait) if calls else []
 
     def lease_id(self, i: int, raw: str) -> str:
         return f"{i}{SEP}{raw}"
@@ -154,6 +180,10 @@ class SplitCrawl:
     def flush(self, pushes: Sequence[PushEntry], acks: Collection[str], invalid: Collection[str],
               pop: int, held: Collection[str], *, wait: bool, feed_bad: int,
               duplicates: int) -> FlushResult:
+        """Two pipelined rounds (one round trip each on one Redis, one per master on a
+        cluster): every partition's pushes, then every partition's acks with the first
+        pop. A request's children are stored before it is forgotten; only when all
+        pushes go to one partition do its acks ride in the same script."""
         flags = [False] * len(pushes)
         push_groups: dict[int, list[int]] = {}
         for n, entry in enumerate(pushes):
@@ -167,36 +197,34 @@ class SplitCrawl:
             fresh = [i for i in ids if i not in self._acked]
             for part, raw in self._by_partition(fresh).items():
                 ack_groups.setdefault(part, ([], []))[column].extend(raw)
-        # every push before any ack; the last push call may carry its partition's acks
-        calls: list[tuple[int, list[int], list[str], list[str]]] = []
-        for part in sorted(push_groups, key=lambda p: p in ack_groups):
-            for chunk in _by_size(push_groups[part], MAX_CALL_BYTES, lambda n: len(pushes[n][3])):
-                calls.append((part, list(chunk), [], []))
-        if calls and calls[-1][0] in ack_groups:
-            part, members, _, _ = calls[-1]
-            calls[-1] = (part, members, *ack_groups.pop(part))
-        calls += [(part, [], a, inv) for part, (a, inv) in ack_groups.items()]
-        if not calls and (feed_bad or duplicates):
-            calls.append((0, [], [], []))
-        # the counters ride with the last pushes (a batch never stored is counted again)
-        counted = max((k for k, c in enumerate(calls) if c[1]), default=0)
-        for k, (part, members, a, inv) in enumerate(calls):
-            extra = (feed_bad, duplicates) if k == counted else (0, 0)
-            result = self._flush_one(part, [pushes[n] for n in members], a, inv, 0, extra, wait)
-            if result.finished:
-                self._carried.clear()
-                self._acked.clear()
-                return FlushResult([False] * len(pushes), [], finished=True)
-            for n, ok in zip(members, result.pushed):
-                flags[n] = ok
-                self._carried[id(pushes[n])] = (pushes[n], ok)
-            self._acked.update(self.lease_id(part, raw) for raw in (*a, *inv))
+        push_calls = [_Call(part, list(chunk)) for part, members in push_groups.items()
+                      for chunk in _by_size(members, MAX_CALL_BYTES, lambda n: len(pushes[n][3]))]
+        if len(push_calls) == 1 and push_calls[0].part in ack_groups:
+            push_calls[0].acks, push_calls[0].invalid = ack_groups.pop(push_calls[0].part)
+        ack_calls = [_Call(part, [], a, inv) for part, (a, inv) in ack_groups.items()]
+        # the counters ride once, with the pushes (a batch never stored counts them again)
+        counters = (0, 0) if self._counted else (feed_bad, duplicates)
+        if counters != (0, 0):
+            if push_calls:
+                push_calls[-1].counters = counters
+            elif ack_calls:
+                ack_calls[0].counters = counters
+            else:
+                ack_calls.append(_Call(0, counters=counters))
+        if push_calls and self._send(push_calls, pushes, wait) is None:
+            return self._finished(len(pushes))
         popped: list[tuple[str, bytes | None]] = []
         junk: list[str] = []
-        if pop:
-            popped, junk = self._pop(pop, wait)
-        self._carried.clear()
-        self._acked.clear()
+        if pop or ack_calls:
+            answered = self._pop(pop, wait, ack_calls, pushes)
+            if answered is None:
+                return self._finished(len(pushes))
+            popped, junk = answered
+        for n, entry in enumerate(pushes):
+            carried = self._carried.get(id(entry))
+            if carried is not None and carried[0] is entry:
+                flags[n] = carried[1]
+        self._forget_tries()
         if self._reconcile and pop:
             self._reconcile = False
             self.hand_back_unknown({*held, *(i for i, _ in popped)}, wait=wait)
@@ -205,7 +233,19 @@ class SplitCrawl:
         return FlushResult(flags, popped, max(0.0, min(dues)) if dues else None, junk,
                            sum(max(0, h.pending) for h in self._hints))
 
-    def _pop(self, want: int, wait: bool) -> tuple[list[tuple[str, bytes | None]], list[str]]:
+    def _finished(self, pushes: int) -> FlushResult:
+        self._forget_tries()
+        return FlushResult([False] * pushes, [], finished=True)
+
+    def _forget_tries(self) -> None:
+        self._carried.clear()
+        self._acked.clear()
+        self._counted = False
+
+    def _pop(self, want: int, wait: bool, calls: list[_Call], pushes: Sequence[PushEntry],
+             ) -> tuple[list[tuple[str, bytes | None]], list[str]] | None:
+        """The acks ``calls``, and leases of up to ``want`` requests: the first partition
+        asked goes in the acks' round, the next ones (when it had too few) one by one."""
         now = time.monotonic()
         order = [(self._next + k) % self.n for k in range(self.n)]
         self._next = (self._next + 1) % self.n
@@ -215,69 +255,150 @@ class SplitCrawl:
         popped: list[tuple[str, bytes | None]] = []
         junk: list[str] = []
         asked = 0
-        for part in order:
+        for part in order if want else ():
             if len(popped) >= want or asked >= MAX_POP_CALLS:
                 break
             if popped and self._hints[part].rank(now) == 2:
                 break
             asked += 1
             n = want - len(popped)
+            asking = next((c for c in calls if c.part == part), None)
+            if asking is None:
+                asking = _Call(part)
+                calls.append(asking)
+            asking.pop = n
             try:
-                result = self._flush_one(part, [], [], [], n, (0, 0), wait)
+                results = self._send(calls, pushes, wait)
             except BaseException:
                 # the script may have leased, and what earlier partitions leased is
                 # dropped with this flush: hand back what the scheduler never saw
                 self._reconcile = True
                 raise
-            popped += [(self.lease_id(part, raw), blob) for raw, blob in result.popped]
-            junk += [self.lease_id(part, raw) for raw in result.junk]
-            self._hints[part].exhausted = len(result.popped) < n
+            if results is None:
+                return None
+            for c, result in zip(calls, results):
+                popped += [(self.lease_id(c.part, raw), blob) for raw, blob in result.popped]
+                junk += [self.lease_id(c.part, raw) for raw in result.junk]
+                if c is asking:
+                    self._hints[part].exhausted = len(result.popped) < n
+            calls = []
+        if calls and self._send(calls, pushes, wait) is None:
+            return None
         return popped, junk
 
-    def _flush_one(self, i: int, pushes: Sequence[PushEntry], acks: Sequence[str],
-                   invalid: Sequence[str], pop: int, extra: tuple[int, int],
-                   wait: bool) -> FlushResult:
-        """One FLUSH on partition ``i``; a push refused by a sealed partition waits for
-        the end check to finish (or fails over to ``finished`` once the crawl is done)."""
-        f, part, seen = self.f, self.parts[i], self.f.seens[i]
-        head: list[Any] = [f.crawl_id, len(pushes), len(acks), len(invalid), pop, f.delay_ms,
-                           f.worker_id, *extra]
-        tail: list[Any] = []
-        for fp, slot, priority, blob in pushes:
-            tail += [fp, slot, max(-MAX_PRIORITY, min(MAX_PRIORITY, priority)), blob]
-        tail += [*acks, *invalid]
-        keys = [part.seq, seen.keys.legacy, part.lease(f.worker_id), part.lease_beats,
-                part.slot_delay, part.state, seen.keys.meta]
-        fingerprints = [entry[0] for entry in pushes]
-
-        def run() -> list[Any]:
-            blocks = seen.block_keys(fingerprints)
-            return f._script("FLUSH", [*keys, *blocks], [*head, *seen.view_args(), *tail],
-                             part=part)
-
+    def _send(self, calls: Sequence[_Call], pushes: Sequence[PushEntry],
+              wait: bool) -> list[FlushResult] | None:
+        """FLUSH ``calls``, pipelined, until each is answered: a "stale" answer (the
+        seen-set changed) is sent again with the seen-set read again; a push refused by a
+        sealed partition waits for the end check to finish. None: the crawl is done."""
+        f = self.f
+        results: list[FlushResult | None] = [None] * len(calls)
+        stale = [0] * len(calls)
         deadline = time.monotonic() + 2 * LOCK_MS / 1000 + f.retry_timeout
         while True:
-            reply = f._seen_call(run, "update the frontier", bool(pushes), wait=wait, part=i)
-            result = f._read_flush(reply, len(pushes))
-            if not (result.finished and pushes):
-                break
+            todo = [k for k, r in enumerate(results) if r is None]
+            if not todo:
+                return results  # type: ignore[return-value]
+            for k in todo:
+                if calls[k].members and f.seens[calls[k].part].view is None:
+                    f.read_seen(wait=wait, part=calls[k].part)
+            sealed = f.call(lambda: self._round(calls, pushes, results, stale),
+                            "update the frontier", wait=wait)
+            if not sealed:
+                continue
             if self._crawl_done(wait):
-                self._unseal(i, "done", wait)
-                return result
-            # sealed while another worker decides whether the crawl has ended
+                self._unseal([calls[k].part for k in sealed], "done", wait)
+                return None
+            # sealed while another worker decides whether the crawl has ended; what was
+            # answered is remembered (pushes, acks) or handed back (leases)
             if not wait:
+                self._reconcile = self._reconcile or any(r and r.popped for r in results)
                 raise RedisRetryLater(0.1)
             if time.monotonic() > deadline:
-                raise FrontierFault(f"{part.state} in Redis at {redact(f.url)} refuses pushes "
-                                    "(sealed) though the crawl is not done")
+                raise FrontierFault(f"{self.parts[calls[sealed[0]].part].state} in Redis at "
+                                    f"{redact(f.url)} refuses pushes (sealed) though the crawl "
+                                    "is not done")
             time.sleep(0.05)
-        hint = self._hints[i]
+
+    def _round(self, calls: Sequence[_Call], pushes: Sequence[PushEntry],
+               results: list[FlushResult | None], stale: list[int]) -> list[int]:
+        """One pipeline of the unanswered ``calls`` (up to MAX_CALL_BYTES of payloads);
+        returns those refused by a seal. Each answer is recorded as it is read, so a
+        failure after some were answered sends only the others again."""
+        f = self.f
+        todo: list[int] = []
+        size = 0
+        for k, c in enumerate(calls):
+            if results[k] is not None or (c.members and f.seens[c.part].view is None):
+                continue
+            size += sum(len(pushes[n][3]) + 64 for n in c.members)
+            if todo and size > MAX_CALL_BYTES:
+                break
+            todo.append(k)
+        pipe = f.client.pipeline(transaction=False)
+        for k in todo:
+            self._queue(pipe, calls[k], pushes)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except BaseException:
+            if any(calls[k].pop for k in todo):
+                self._reconcile = True  # a pop may have leased: check leases after
+            raise
+        error: Exception | None = None
+        sealed: list[int] = []
+        for k, reply in zip(todo, replies):
+            c = calls[k]
+            if isinstance(reply, Exception):
+                error = error or reply
+                continue
+            if reply[0] == b"stale":
+                # the seen-set changed (a Bloom layer added, the set remade): nothing done
+                f.seens[c.part].forget()
+                stale[k] += 1
+                if stale[k] >= STALE_RETRIES:
+                    raise FrontierFault(
+                        f"the seen-set of {self.parts[c.part].seen.meta!r} in Redis at "
+                        f"{redact(f.url)} changed under each of {STALE_RETRIES} tries: is "
+                        "another tool rewriting it?")
+                continue
+            result = f._read_flush(reply, len(c.members))
+            if result.finished and c.members:
+                sealed.append(k)
+                continue
+            results[k] = result
+            self._answered(c, result, pushes)
+        if error is not None:
+            raise error
+        return sealed
+
+    def _queue(self, pipe: Any, c: _Call, pushes: Sequence[PushEntry]) -> None:
+        """Queue one FLUSH on partition ``c.part`` in ``pipe``."""
+        f, part, seen = self.f, self.parts[c.part], self.f.seens[c.part]
+        head: list[Any] = [f.crawl_id, len(c.members), len(c.acks), len(c.invalid), c.pop,
+                           f.delay_ms, f.worker_id, *c.counters]
+        tail: list[Any] = []
+        for n in c.members:
+            fp, slot, priority, blob = pushes[n]
+            tail += [fp, slot, max(-MAX_PRIORITY, min(MAX_PRIORITY, priority)), blob]
+        tail += [*c.acks, *c.invalid]
+        keys = [part.seq, seen.keys.legacy, part.lease(f.worker_id), part.lease_beats,
+                part.slot_delay, part.state, seen.keys.meta,
+                *seen.block_keys([pushes[n][0] for n in c.members])]
+        f._script("FLUSH", keys, [*head, *seen.view_args(), *tail], client=pipe, part=part)
+
+    def _answered(self, c: _Call, result: FlushResult, pushes: Sequence[PushEntry]) -> None:
+        """Remember what call ``c`` did, for a retry of this flush and the next pops."""
+        for n, ok in zip(c.members, result.pushed):
+            self._carried[id(pushes[n])] = (pushes[n], ok)
+        self._acked.update(self.lease_id(c.part, raw) for raw in (*c.acks, *c.invalid))
+        if c.counters != (0, 0):
+            self._counted = True
+        hint = self._hints[c.part]
         hint.pending, hint.checked = result.pending or 0, time.monotonic()
-        if pop:
+        if c.pop:
             hint.due_at = None if result.next_due is None else hint.checked + result.next_due
-        else:
+        elif c.members or c.acks:
             hint.exhausted = False  # pushes or freed slots: it may have work now
-        return result
 
     def _crawl_done(self, wait: bool) -> bool:
         f = self.f
@@ -285,19 +406,16 @@ class SplitCrawl:
                         wait=wait)
         return status == b"done"
 
-    def _unseal(self, i: int, how: str, wait: bool, token: str = "") -> None:
-        self._run("UNSEAL_PART", [self.parts[i].state], [token, how, self.f.crawl_id],
-                  "unseal a partition", wait)
+    def _unseal(self, which: Sequence[int], how: str, wait: bool, token: str = "") -> None:
+        self._each("UNSEAL_PART", [(i, [self.parts[i].state], [token, how, self.f.crawl_id])
+                                   for i in which], "unseal partitions", wait, common=False)
 
     # --- handing leases back -----------------------------------------------------------
 
     def requeue(self, ids: Collection[str], *, wait: bool = True) -> int:
-        back = 0
-        for i, raw in self._by_partition(ids).items():
-            part = self.parts[i]
-            back += int(self._part_script("REQUEUE", i, [part.lease(self.f.worker_id), part.seq],
-                                          raw, "requeue requests", wait))
-        return back
+        calls = [(i, [self.parts[i].lease(self.f.worker_id), self.parts[i].seq], raw)
+                 for i, raw in self._by_partition(ids).items()]
+        return sum(int(back) for back in self._each("REQUEUE", calls, "requeue requests", wait))
 
     def hand_back_unknown(self, known: set[str], *, wait: bool = True) -> None:
         f = self.f
@@ -317,12 +435,10 @@ class SplitCrawl:
 
     def _hand_back(self, workers: Sequence[str], field: str, wait: bool) -> list[int]:
         """Every lease of ``workers`` back to the queues, partition by partition."""
-        counts = [0] * len(workers)
-        for i, part in enumerate(self.parts):
-            back = self._part_script("HAND_BACK", i, [part.seq, *(part.lease(w) for w in workers)],
-                                     [field], "hand back leased requests", wait)
-            counts = [c + int(b) for c, b in zip(counts, back)]
-        return counts
+        backs = self._each("HAND_BACK", [(i, [part.seq, *(part.lease(w) for w in workers)], [field])
+                                         for i, part in enumerate(self.parts)],
+                           "hand back leased requests", wait)
+        return [sum(int(back[w]) for back in backs) for w in range(len(workers))]
 
     def leave(self) -> int:
         f = self.f
@@ -363,20 +479,18 @@ class SplitCrawl:
         f = self.f
         begin = self._control("begin", wait)
         if begin[0] == "done":
-            for i in range(self.n):
-                self._unseal(i, "done", wait)
+            self._unseal(range(self.n), "done", wait)
             return FinishCheck("done", 0, 0, 0, 0)
         live, seeders = int(begin[1]), int(begin[2])
         workers = [text(w) for w in begin[4:]]
         pending = leased = 0
         busy = False
         versions = []
-        for i, part in enumerate(self.parts):
-            status, p, l, version, detail = self._part_script(
-                "CHECK_PART", i, [part.state, part.seq, part.lease_beats,
-                                  *(part.lease(w) for w in workers)],
-                [f.crawl_id, i, part.lease_prefix, f.lease_timeout_ms],
-                "check whether the crawl is finished", wait)
+        checks = self._each("CHECK_PART", [
+            (i, [part.state, part.seq, part.lease_beats, *(part.lease(w) for w in workers)],
+             [f.crawl_id, i, part.lease_prefix, f.lease_timeout_ms])
+            for i, part in enumerate(self.parts)], "check whether the crawl is finished", wait)
+        for status, p, l, version, detail in checks:
             if text(status) == "lost":
                 raise CrawlLost(f._lost_message(text(detail)))
             pending, leased = pending + int(p), leased + int(l)
@@ -390,20 +504,15 @@ class SplitCrawl:
                                 versions=",".join(versions), token=token)
         if decided[0] != "seal":
             return FinishCheck("done" if decided[0] == "done" else "running", 0, 0, live, seeders)
-        sealed = []
-        for i, part in enumerate(self.parts):
-            answer = text(self._part_script("SEAL_PART", i, [part.state],
-                                            [f.crawl_id, token, 2 * LOCK_MS],
-                                            "seal a partition", wait))
-            if answer != "sealed":
-                break
-            sealed.append(i)
+        answers = self._each("SEAL_PART", [(i, [part.state], [f.crawl_id, token, 2 * LOCK_MS])
+                                           for i, part in enumerate(self.parts)],
+                             "seal the partitions", wait)
+        sealed = [i for i, answer in enumerate(answers) if text(answer) == "sealed"]
         done = len(sealed) == self.n
         marked = bool(self._run("END_CHECK", [f.keys.state, f.keys.check_lock],
                                 [token, "done" if done else "release", text(decided[1])],
                                 "mark the crawl done", wait))
-        for i in sealed:
-            self._unseal(i, "done" if marked else "open", wait, token)
+        self._unseal(sealed, "done" if marked else "open", wait, token)
         if marked:
             return FinishCheck("done", 0, 0, live, seeders)
         return FinishCheck("running", 0, 0, live, seeders)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterPipeline, RedisCluster
 
 from scrapy_fleet.frontier import scripts
 from scrapy_fleet.frontier.keys import MAX_PARTITIONS, CrawlKeys, PartitionKeys
@@ -196,16 +196,21 @@ class RedisFrontier:
         return self.parts[CrawlKeys.partition_of(slot, len(self.parts))]
 
     def _script(self, name: str, extra_keys: Sequence[str], extra_args: Sequence[Any],
-                client: Any = None, part: PartitionKeys | None = None) -> Any:
+                client: Any = None, part: PartitionKeys | None = None, *,
+                common: bool = True) -> Any:
         """Run a script on the common keys (scripts.py) of ``part`` (default: the crawl's
-        own, its control keys) plus ``extra_keys``."""
+        own, its control keys) plus ``extra_keys``; without ``common``, on those alone."""
         k = part or self.keys
         keys = [k.ready, k.delayed, k.nextok, k.inflight, k.stats, k.payload, *extra_keys]
         args = [k.queue_prefix, self.cap, *extra_args]
-        if isinstance(client, redis.client.Pipeline):
+        if not common:
+            keys, args = list(extra_keys), list(extra_args)
+        if isinstance(client, (redis.client.Pipeline, ClusterPipeline)):
             # EVALSHA queued as is: redis-py's Script would add a SCRIPT EXISTS round trip
-            # to every pipeline; a server that lost its scripts answers NOSCRIPT instead
-            return client.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            # to every pipeline; a server that lost its scripts answers NOSCRIPT instead.
+            # By execute_command: redis-py 5.0 blocks the evalsha() of a cluster pipeline
+            return client.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys,
+                                          *args)
         return self._scripts[name](keys=keys, args=args, client=client or self.client)
 
     def add_scripts(self, sources: dict[str, str]) -> None:
