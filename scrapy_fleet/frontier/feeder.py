@@ -162,12 +162,23 @@ class StartKeyFeeder:
             if fields:
                 source.give_back(fields, wait=wait)
 
+    def ack_stored(self, *, wait: bool = False) -> None:
+        """Acknowledge the batches stored since (the scheduler's tick): a stored batch
+        left for the next TAKE would go back into its key once its lease ran out while
+        this worker was busy with it, and be fed twice (its bad entries counted twice,
+        its dont_filter requests run twice). Kept for the next try if Redis is away."""
+        for source in self.sources:
+            fields = self._to_ack.pop(source.key, [])
+            try:
+                source.ack(fields, wait=wait)
+            except BaseException:
+                self._to_ack.setdefault(source.key, [])[:0] = fields
+                raise
+
     def close(self, *, wait: bool = True) -> None:
         """Acknowledge what was stored. Batches never stored stay in ``feeding`` and go
         back into their keys when their lease runs out."""
-        for source in self.sources:
-            fields = self._to_ack.pop(source.key, [])
-            source.ack(fields, wait=wait)
+        self.ack_stored(wait=wait)
 
 
 def as_requests(made: Any) -> list[Request]:

@@ -698,6 +698,8 @@ class FleetScheduler(BaseScheduler):
         if self._pushes or self._acks or self._invalid or (
                 self.feeder is not None and self.feeder.holds_batches()):
             self._flush_soon()
+        if self.feeder is not None:
+            self.feeder.ack_stored()
         if now - self._last_beat >= self.config.heartbeat_interval:
             self.frontier.heartbeat(wait=False)
             self._last_beat = now
