@@ -19,6 +19,7 @@ class Terminal(io.StringIO):
 
 def test_the_line_says_the_whole_crawl():
     progress = Progress(io.StringIO(), "links", 5)
+    progress.started = 1000.0  # a round start: started + 83 - started is exactly 83
     line = progress.line(STATUS, None, 1, progress.started + 83)
     assert line == ("[links] 0:01:23  pages 12  items 10  errors 1  0.0 pages/s  pending 5  "
                     "leased 2  workers 1 alive (1 here)")
