@@ -98,6 +98,19 @@ class LocalCluster:
                     return int(nodes[0][1])
         raise RuntimeError(f"no master holds slot {slot}")
 
+    def add_master(self, port: int) -> None:
+        """Start a node on ``port``, join it as a master and move a fair share of the
+        slots (and their keys) to it, as an operator scaling out does."""
+        self._start_node(port)
+        seed = f"127.0.0.1:{self.ports[0]}"
+        subprocess.run([self.cli, "--cluster", "add-node", f"127.0.0.1:{port}", seed],
+                       check=True, capture_output=True, timeout=START_TIMEOUT)
+        self.ports.append(port)
+        self.wait_ok()
+        subprocess.run([self.cli, "--cluster", "rebalance", seed, "--cluster-use-empty-masters"],
+                       check=True, capture_output=True, timeout=120)
+        self.wait_ok()
+
     def restart(self, port: int) -> None:
         """Shut one master down (its append-only file and nodes.conf kept) and start it
         again: it comes back with its slots and its data."""

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from redis.cluster import RedisCluster
 
 from cluster import LocalCluster, cluster_ports
@@ -110,8 +111,6 @@ def test_a_crawl_over_many_hosts_is_spread_over_every_master_and_ends_exactly(
         tmp_path: Path, cluster, key_prefix):
     """A crawl on a cluster is split (16 partitions): its keys and commands are on every
     master, none serves most of them, and the end is declared once every page is crawled."""
-    import redis
-
     nodes = [redis.Redis(port=port) for port in cluster.ports]
     before = [_script_calls(node) for node in nodes]
     crawl_hosts(tmp_path, {"REDIS_URL": cluster.urls[0], "FLEET_KEY_PREFIX": key_prefix,
@@ -133,3 +132,46 @@ def test_a_crawl_over_many_hosts_is_spread_over_every_master_and_ends_exactly(
 def _script_calls(node) -> int:
     stats = node.info("commandstats")
     return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
+
+
+def test_a_crawl_stopped_resharded_onto_a_new_master_and_resumed_loses_nothing(
+        tmp_path: Path, key_prefix):
+    """Scaling out between runs, as the README says: a worker leaves mid-crawl (leases
+    handed back), a 4th master joins and takes a share of the slots with their keys
+    (`redis-cli --cluster rebalance`), and a worker of the next run, through a new
+    client, finishes the crawl: every request once, and the new master holds partitions."""
+    nodes = LocalCluster(tmp_path / "scaled", cluster_ports(4)[:3])
+    spare = cluster_ports(1)[0]
+    nodes.start()
+    try:
+        keys = CrawlKeys(key_prefix, "spider")
+        first = RedisFrontier(connect(nodes.urls[0]), keys, "w1", url=nodes.urls[0])
+        first.open(fresh=True)
+        first.set_seeding(True)
+        hosts = [f"host{n}.example" for n in range(64)]
+        first.flush([(fp(n), hosts[n % 64], 0, b"r%d" % n) for n in range(400)])
+        first.set_seeding(False)
+        done = first.flush(pop=50).popped
+        first.flush(acks=[lease for lease, _ in done])  # crawled
+        got = [blob for _, blob in done]
+        in_hand = first.flush(pop=30).popped  # leased when the run stops
+        assert len(done) == 50 and len(in_hand) == 30
+        assert first.leave() == 30  # handed back to their queues
+        first.client.close()
+
+        nodes.add_master(spare)
+        new_master = redis.Redis(port=spare)
+        assert sum(1 for _ in new_master.scan_iter(match=keys.partitions_pattern, count=1000)) > 0
+
+        second = RedisFrontier(connect(nodes.urls[-1]), keys, "w2", url=nodes.urls[-1])
+        assert second.open(fresh=False) == "resumed"
+        for _ in range(200):
+            popped = second.flush(pop=50).popped
+            if not popped and second.check_finished().finished:
+                break
+            got += [blob for _, blob in popped]
+            second.flush(acks=[lease for lease, _ in popped])
+        assert sorted(got) == sorted(b"r%d" % n for n in range(400))
+        assert second.status()["state"]["status"] == "done"
+    finally:
+        nodes.stop()
