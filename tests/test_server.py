@@ -73,6 +73,26 @@ def test_history_samples_the_totals_while_the_server_runs(redis_client, redis_ur
         server.stop()
 
 
+def test_open_pages_share_the_samplers_reading(redis_client, redis_url, key_prefix):
+    """Redis is read once per sampling interval, however many pages ask."""
+    crawl = open_frontier(redis_client, redis_url, key_prefix)
+    readings = []
+
+    def read() -> dict:
+        readings.append(1)
+        return crawl.status()
+
+    server = StatusServer("spider", read, sample_every=60)
+    url = server.start()
+    try:
+        wait_for(lambda: len(server.history) == 1, what="the first sample")
+        for _ in range(5):
+            assert get(url + "api/status")[0] == 200 and get(url + "metrics")[0] == 200
+        assert len(readings) == 1
+    finally:
+        server.stop()
+
+
 def test_a_status_that_cannot_be_read_is_a_503_naming_why():
     def unreachable() -> dict:
         raise ConnectionError("Redis at redis://10.9.9.9:6379/0 refused the connection")

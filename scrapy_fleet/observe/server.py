@@ -58,6 +58,7 @@ class StatusServer:
         self.spider = spider
         self._read = read_status
         self._lock = threading.Lock()  # one Redis client: one reading at a time
+        self._latest: tuple[float, dict[str, Any]] | None = None  # (monotonic time, status)
         self.sample_every = sample_every
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
         self._stopped = threading.Event()
@@ -90,9 +91,15 @@ class StatusServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def read(self) -> dict[str, Any]:
+    def read(self, *, fresh: bool = False) -> dict[str, Any]:
+        """The crawl's status. Pages and scrapers share the sampler's latest reading while
+        it is younger than ``sample_every`` (their own polling interval): Redis is read
+        once per interval however many dashboards are open. ``fresh``: read it now."""
         with self._lock:
-            return self._read()
+            now = time.monotonic()
+            if fresh or self._latest is None or now - self._latest[0] >= self.sample_every:
+                self._latest = (now, self._read())
+            return self._latest[1]
 
     # --- history --------------------------------------------------------------------
 
@@ -101,7 +108,7 @@ class StatusServer:
         while not self._stopped.is_set():
             started = time.monotonic()
             try:
-                self.history.append(point(self.read()))
+                self.history.append(point(self.read(fresh=True)))
             except Exception as exc:  # noqa: BLE001 - a gap in the chart, said in the log
                 logger.debug("fleet web: no history point: %s", exc)
             self._stopped.wait(max(0.0, self.sample_every - (time.monotonic() - started)))
