@@ -67,6 +67,7 @@ class FleetConfig:
     bloom_capacity: int = DEFAULT_BLOOM_CAPACITY
     partitions: int | None = None  # a new crawl's; None: 16 on a Redis Cluster, else 1
     bloom_error_rate: float = DEFAULT_BLOOM_ERROR_RATE
+    wait_replicas: int = 0  # replicas that must hold a split crawl's pushes before acks
 
     @property
     def heartbeat_interval(self) -> float:
@@ -111,6 +112,7 @@ class FleetConfig:
             bloom_capacity=_bloom_capacity(settings),
             bloom_error_rate=_bloom_error_rate(settings),
             partitions=_partitions(settings),
+            wait_replicas=_wait_replicas(settings),
         )
         if not config.key_prefix or "{" in config.key_prefix or "}" in config.key_prefix:
             raise ConfigError(
@@ -244,6 +246,14 @@ def _partitions(settings: BaseSettings) -> int | None:
     if value != int(value) or value > MAX_PARTITIONS:
         raise ConfigError(f"FLEET_PARTITIONS must be a whole number from 1 to {MAX_PARTITIONS} "
                           f"(or auto), got {raw!r}")
+    return int(value)
+
+
+def _wait_replicas(settings: BaseSettings) -> int:
+    value = number_setting(settings, "FLEET_WAIT_REPLICAS", 0, minimum=0.0)
+    if value != int(value):
+        raise ConfigError(f"FLEET_WAIT_REPLICAS must be a whole number, got "
+                          f"{settings.get('FLEET_WAIT_REPLICAS')!r}")
     return int(value)
 
 

@@ -175,3 +175,21 @@ def test_a_crawl_stopped_resharded_onto_a_new_master_and_resumed_loses_nothing(
         assert second.status()["state"]["status"] == "done"
     finally:
         nodes.stop()
+
+
+def test_wait_replicas_asks_each_master_that_took_pushes(cluster, key_prefix):
+    """FLEET_WAIT_REPLICAS on a cluster: WAIT goes to the master of each partition pushed
+    to (these masters have no replica: the acks never go out, and the error says why)."""
+    from scrapy_fleet.redis_server import RedisUnavailable
+
+    keys = CrawlKeys(key_prefix, "spider")
+    frontier = RedisFrontier(connect(cluster.urls[0]), keys, "w1", url=cluster.urls[0],
+                             wait_replicas=1, retry_timeout=0.5)
+    frontier.open(fresh=True)
+    frontier.set_seeding(True)
+    frontier.flush([(fp(n), f"host{n}.example", 0, b"r%d" % n) for n in range(40)])
+    (lease, _), = frontier.flush(pop=1).popped
+    with pytest.raises(RedisUnavailable, match=r"0 of the 1 replicas .* of 127\.0\.0\.1:\d+"):
+        frontier.flush([(fp(99), "host99.example", 0, b"child")], acks=[lease])
+    assert frontier.status()["stats"]["leased"] == 1  # its ack waits for the child's copy
+

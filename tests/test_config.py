@@ -153,6 +153,8 @@ def test_seen_set_settings():
     assert (config.dupefilter, config.bloom_capacity, config.bloom_error_rate) == ("bloom", 10**6, 1e-4)
     assert FleetConfig.from_settings(Settings({"FLEET_PARTITIONS": "8"})).partitions == 8
     assert FleetConfig.from_settings(Settings({"FLEET_PARTITIONS": "auto"})).partitions is None
+    assert FleetConfig.from_settings(Settings()).wait_replicas == 0
+    assert FleetConfig.from_settings(Settings({"FLEET_WAIT_REPLICAS": "1"})).wait_replicas == 1
     for name, value, message in [
         ("FLEET_DUPEFILTER", "cuckoo", "must be one of exact, bloom"),
         ("FLEET_BLOOM_CAPACITY", "0", "must be at least 1"),
@@ -163,6 +165,8 @@ def test_seen_set_settings():
         ("FLEET_PARTITIONS", "0", "must be at least 1"),
         ("FLEET_PARTITIONS", "2.5", "whole number"),
         ("FLEET_PARTITIONS", "5000", "whole number from 1 to 1024"),
+        ("FLEET_WAIT_REPLICAS", "-1", "must be at least 0"),
+        ("FLEET_WAIT_REPLICAS", "1.5", "whole number"),
     ]:
         with pytest.raises(ConfigError, match=message):
             FleetConfig.from_settings(Settings({name: value}))

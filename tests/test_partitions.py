@@ -3,6 +3,8 @@ the same layout a Redis Cluster spreads over its masters (tests/test_cluster.py)
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 import zlib
 from pathlib import Path
@@ -11,10 +13,12 @@ import pytest
 from redis.connection import AbstractConnection
 from redis.crc import key_slot
 
-from conftest import crawl_hosts, fp, frontier as view, open_frontier
+from cluster import cluster_ports
+from conftest import crawl_hosts, fp, frontier as view, open_frontier, wait_for
 from scrapy_fleet.frontier.keys import CrawlKeys, partition_tags
 from scrapy_fleet.frontier.partitions import LOCK_MS
 from scrapy_fleet.frontier.queue import CrawlLost, RedisRetryLater
+from scrapy_fleet.redis_server import RedisUnavailable, find_redis_server
 
 HOSTS = [f"host{n}.example" for n in range(40)]
 
@@ -172,6 +176,67 @@ def test_a_flush_retried_after_one_partition_refused_stores_each_push_once(
     assert sorted(drain(frontier)) == sorted(b"u%d" % n for n in range(8))
     stats = frontier.status()["stats"]
     assert stats["feed_bad"] == 2 and stats["duplicate"] == 3
+
+
+@pytest.fixture
+def master_and_replica(tmp_path: Path):
+    """A redis-server and a replica of it (TCP, no persistence): their ports and the
+    replica's process."""
+    master, replica = cluster_ports(2)
+    procs = []
+    for port, extra in ((master, []), (replica, ["--replicaof", "127.0.0.1", str(master)])):
+        directory = tmp_path / str(port)
+        directory.mkdir()
+        procs.append(subprocess.Popen(
+            [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(directory), *extra], stdout=subprocess.DEVNULL))
+    try:
+        import redis
+
+        def linked() -> bool:
+            try:
+                return redis.Redis(port=replica).info("replication").get("master_link_status") == "up"
+            except redis.ConnectionError:
+                return False
+
+        wait_for(linked, what="the replica to follow its master")
+        yield master, replica, procs[1]
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGCONT)
+            proc.terminate()
+            proc.wait()
+
+
+def test_with_wait_replicas_no_ack_goes_out_before_a_replica_holds_the_pushes(
+        master_and_replica, key_prefix):
+    """FLEET_WAIT_REPLICAS: a failover cannot keep a request's ack and lose its children."""
+    import redis
+
+    master, replica, replica_proc = master_and_replica
+    url = f"redis://127.0.0.1:{master}/0"
+    frontier = split(redis.Redis(port=master), url, key_prefix, wait_replicas=1, retry_timeout=2)
+    frontier.set_seeding(True)
+    push(frontier, range(8))
+    frontier.set_seeding(False)
+    popped = frontier.flush(pop=4).popped
+    leases = [lease for lease, _ in popped]
+    children = [(fp(n), HOSTS[n % len(HOSTS)], 0, b"r%d" % n) for n in range(100, 108)]
+    replica_proc.send_signal(signal.SIGSTOP)  # a replica that holds nothing new
+    try:
+        with pytest.raises(RedisRetryLater):
+            frontier.flush(children, acks=leases, wait=False)
+        assert frontier.status()["stats"]["leased"] == 4  # the acks did not go out
+        with pytest.raises(RedisUnavailable, match="FLEET_WAIT_REPLICAS"):
+            frontier.flush(children, acks=leases)  # still behind past the retry deadline
+    finally:
+        replica_proc.send_signal(signal.SIGCONT)
+    result = frontier.flush(children, acks=leases)  # each push sent once (carried)
+    assert result.pushed == [True] * 8
+    copy = view(f"redis://127.0.0.1:{replica}/0", key_prefix, "spider").status()
+    assert copy["stats"]["pending"] == 12  # the children were there before the acks
+    rest = {b"r%d" % n for n in range(8)} - {blob for _, blob in popped}
+    assert sorted(drain(frontier)) == sorted([*rest, *(b"r%d" % n for n in range(100, 108))])
 
 
 def test_junk_lease_ids_and_a_lost_partition(redis_client, redis_url, key_prefix):

@@ -102,6 +102,12 @@ class PartitionKeys:
         return self.base + "q:"
 
     @property
+    def replica_mark(self) -> str:
+        """A split crawl's partition, with FLEET_WAIT_REPLICAS: a short-lived string each
+        wait for replicas writes first, so that WAIT covers the pushes before it."""
+        return self.base + "replicamark"
+
+    @property
     def lease_prefix(self) -> str:
         return self.base + "lease:"
 

@@ -37,6 +37,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import redis
+from redis.cluster import RedisCluster
+
 from scrapy_fleet.frontier import partition_scripts
 from scrapy_fleet.frontier.keys import CrawlKeys, PartitionKeys
 from scrapy_fleet.frontier.overview import text
@@ -51,6 +54,7 @@ from scrapy_fleet.frontier.queue import (
     PushEntry,
     STALE_RETRIES,
     RedisRetryLater,
+    ReplicasBehind,
     _by_size,
 )
 from scrapy_fleet.redis_server import redact
@@ -116,6 +120,7 @@ class SplitCrawl:
         self._carried: dict[int, tuple[PushEntry, bool]] = {}
         self._acked: set[str] = set()
         self._counted = False  # the flush's counters went through with a call
+        self._unreplicated: set[int] = set()  # pushed to since the last wait for replicas
         self._reconcile = False
 
     # --- plumbing ---------------------------------------------------------------------
@@ -199,7 +204,8 @@ class SplitCrawl:
                 ack_groups.setdefault(part, ([], []))[column].extend(raw)
         push_calls = [_Call(part, list(chunk)) for part, members in push_groups.items()
                       for chunk in _by_size(members, MAX_CALL_BYTES, lambda n: len(pushes[n][3]))]
-        if len(push_calls) == 1 and push_calls[0].part in ack_groups:
+        wait_replicas = self.f.wait_replicas > 0
+        if len(push_calls) == 1 and push_calls[0].part in ack_groups and not wait_replicas:
             push_calls[0].acks, push_calls[0].invalid = ack_groups.pop(push_calls[0].part)
         ack_calls = [_Call(part, [], a, inv) for part, (a, inv) in ack_groups.items()]
         # the counters ride once, with the pushes (a batch never stored counts them again)
@@ -213,6 +219,8 @@ class SplitCrawl:
                 ack_calls.append(_Call(0, counters=counters))
         if push_calls and self._send(push_calls, pushes, wait) is None:
             return self._finished(len(pushes))
+        if self._unreplicated and ack_calls:
+            self._wait_for_replicas(wait)
         popped: list[tuple[str, bytes | None]] = []
         junk: list[str] = []
         if pop or ack_calls:
@@ -390,6 +398,8 @@ class SplitCrawl:
         """Remember what call ``c`` did, for a retry of this flush and the next pops."""
         for n, ok in zip(c.members, result.pushed):
             self._carried[id(pushes[n])] = (pushes[n], ok)
+        if c.members and self.f.wait_replicas:
+            self._unreplicated.add(c.part)
         self._acked.update(self.lease_id(c.part, raw) for raw in (*c.acks, *c.invalid))
         if c.counters != (0, 0):
             self._counted = True
@@ -399,6 +409,39 @@ class SplitCrawl:
             hint.due_at = None if result.next_due is None else hint.checked + result.next_due
         elif c.members or c.acks:
             hint.exhausted = False  # pushes or freed slots: it may have work now
+
+    def _wait_for_replicas(self, wait: bool) -> None:
+        """Before any ack: the partitions pushed to since the last wait are on
+        FLEET_WAIT_REPLICAS replicas, so a failover cannot keep an ack on one master and
+        lose the children on another. WAIT counts its own connection's writes: a write on
+        that connection comes first, after the pushes on the same master, so WAIT covers
+        them too. One pipeline per master; fewer replicas in time is retried as an outage."""
+        f = self.f
+        want = f.wait_replicas
+        timeout_ms = max(100, int(min(1.0, f.retry_timeout) * 1000))
+
+        def run() -> None:
+            by_node: dict[str, tuple[Any, PartitionKeys]] = {}
+            for i in sorted(self._unreplicated):
+                client, node = _node_of(f.client, self.parts[i].replica_mark)
+                by_node.setdefault(node, (client, self.parts[i]))
+            for node, (client, part) in by_node.items():
+                pipe = client.pipeline(transaction=False)
+                pipe.set(part.replica_mark, "1", px=60_000)
+                pipe.execute_command("WAIT", want, timeout_ms)
+                try:
+                    _, acked = pipe.execute()
+                except redis.exceptions.AskError as exc:
+                    # the slot moved to another master: learn the cluster's map again
+                    f.client.nodes_manager.initialize()
+                    raise redis.ConnectionError(f"slot moved ({exc})") from exc
+                if int(acked) < want:
+                    raise ReplicasBehind(
+                        f"{acked} of the {want} replicas wanted (FLEET_WAIT_REPLICAS) of "
+                        f"{node or redact(f.url)} acknowledged the pushes within {timeout_ms} ms")
+
+        f.call(run, "wait for replicas to hold the pushes", wait=wait)
+        self._unreplicated.clear()
 
     def _crawl_done(self, wait: bool) -> bool:
         f = self.f
@@ -516,3 +559,12 @@ class SplitCrawl:
         if marked:
             return FinishCheck("done", 0, 0, live, seeders)
         return FinishCheck("running", 0, 0, live, seeders)
+
+
+def _node_of(client: Any, key: str) -> tuple[Any, str]:
+    """The client of the master that holds ``key`` (of a Redis Cluster), and its name;
+    one Redis: the client itself."""
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(key)
+        return client.get_redis_connection(node), node.name
+    return client, ""

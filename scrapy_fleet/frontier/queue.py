@@ -50,6 +50,11 @@ class FrontierFault(RuntimeError):
     """A fault the worker cannot work around: it stops with this message, non-zero."""
 
 
+class ReplicasBehind(redis.TimeoutError):
+    """Fewer replicas than FLEET_WAIT_REPLICAS acknowledged a split crawl's pushes in
+    time: retried like an outage, up to FLEET_REDIS_RETRY_TIMEOUT."""
+
+
 class CrawlLost(FrontierFault):
     """The crawl's data in Redis is gone or was replaced (FLUSHALL, a restart of a Redis
     without persistence, eviction, ``--fresh`` from elsewhere)."""
@@ -128,8 +133,12 @@ class RedisFrontier:
         bloom_capacity: int = DEFAULT_BLOOM_CAPACITY,
         bloom_error_rate: float = DEFAULT_BLOOM_ERROR_RATE,
         partitions: int | None = None,
+        wait_replicas: int = 0,
     ) -> None:
         self.client = client
+        # a split crawl's pushes must reach this many replicas before its acks go out
+        # (partitions.py): a failover then cannot keep an ack and lose the children
+        self.wait_replicas = wait_replicas
         self.keys = keys
         self.worker_id = worker_id
         self.url = url
@@ -287,13 +296,19 @@ class RedisFrontier:
             self._attempts = 0
             logger.warning("%s; retrying for up to %.0f s",
                            self._oom_message(what) if oom else
-                           f"Redis at {redact(self.url)} unreachable ({exc})", self.retry_timeout)
+                           f"Redis at {redact(self.url)}: {exc}" if isinstance(exc, ReplicasBehind)
+                           else f"Redis at {redact(self.url)} unreachable ({exc})",
+                           self.retry_timeout)
         waited = now - self._down_since
         if waited >= self.retry_timeout:
             # the outage lasts until a call succeeds: every caller from now on gives up
             # at once (resetting here would let one caller's retries restart the clock)
             if oom:
                 raise RedisOutOfMemory(self._oom_message(what)) from exc
+            if isinstance(exc, ReplicasBehind):
+                raise RedisUnavailable(
+                    f"Redis at {redact(self.url)}: for {waited:.0f} s, {exc}: a replica is "
+                    "down or far behind; bring it back, or lower FLEET_WAIT_REPLICAS") from exc
             raise RedisUnavailable(
                 f"Redis at {redact(self.url)} unreachable for {waited:.0f} s "
                 f"while trying to {what}: {exc}"

@@ -199,6 +199,7 @@ class FleetScheduler(BaseScheduler):
                 download_delay=config.download_delay,
                 concurrency_per_slot=config.concurrency_per_slot,
                 retry_timeout=config.redis_retry_timeout,
+                wait_replicas=config.wait_replicas,
                 on_connection_lost=(lambda: ensure_embedded_server(config.data_dir)) if embedded else None,
                 **config.layout_options(),
             )
