@@ -16,6 +16,7 @@ from redis.cluster import RedisCluster
 from cluster import LocalCluster, cluster_ports
 from conftest import Fleet, crawl_hosts, fleet_args, fp, make_project, scrapy_args, wait_for
 from local_site import Host, LinkedSite, PoliteSite
+from tls_proxy import TlsProxy
 from scrapy_fleet.frontier.keys import CrawlKeys
 from scrapy_fleet.frontier.queue import RedisFrontier
 from scrapy_fleet.redis_server import connect
@@ -227,4 +228,36 @@ def test_a_master_failing_over_to_its_replica_mid_crawl_loses_nothing(tmp_path: 
         nodes.stop()
     for i in range(hosts):  # every page (a few twice: leases that ran out meanwhile)
         assert set(site.pages(site.host(i))) == {f"/p/{k}" for k in range(pages)}, i
+
+
+def test_rediss_to_a_cluster_runs_a_split_crawl(tmp_path: Path, key_prefix):
+    """`rediss://` naming one node of a cluster whose nodes speak TLS (a TLS proxy in
+    front of each, announced as the node's port): the cluster client follows the slot map
+    over TLS, and a `scrapy fleet -n 2` crawl over 12 hosts, split over the 3 masters,
+    fetches every page once."""
+    ports = cluster_ports(3)
+    proxies: list[TlsProxy] = []
+    for port in ports:
+        proxies.append(TlsProxy(tmp_path, port, proxies[0].certificates if proxies else None))
+    nodes = LocalCluster(tmp_path / "tls", ports,
+                         announce={port: proxy.port for port, proxy in zip(ports, proxies)})
+    try:
+        nodes.start()
+        url = proxies[1].url(f"ssl_ca_certs={proxies[0].ca}")
+        client = connect(url)
+        assert isinstance(client, RedisCluster)
+        assert {node.port for node in client.get_primaries()} == {p.port for p in proxies}
+        crawl_hosts(tmp_path, {"REDIS_URL": url, "FLEET_KEY_PREFIX": key_prefix,
+                               "FLEET_DATA_DIR": str(tmp_path / ".fleet"),
+                               "CONCURRENT_REQUESTS": "8"}, hosts=12, pages=8)
+        keys = CrawlKeys(key_prefix, "links")
+        held = [sum(1 for _ in redis.Redis(port=port).scan_iter(match=keys.partitions_pattern))
+                for port in ports]
+        assert all(held), held  # every master holds partitions of the crawl
+        status = RedisFrontier(client, keys, "test", url=url).status()
+        assert status["state"]["status"] == "done" and status["partitions"] == 16
+    finally:
+        nodes.stop()
+        for proxy in proxies:
+            proxy.stop()
 

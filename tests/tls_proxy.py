@@ -48,12 +48,15 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
 
 
 class TlsProxy:
-    """Listens with TLS on 127.0.0.1 and forwards each connection to a unix socket (on an
-    asyncio loop of its own thread: one TLS object is never read and written at once
-    from two threads)."""
+    """Listens with TLS on 127.0.0.1 and forwards each connection to a unix socket, or to
+    a TCP port (on an asyncio loop of its own thread: one TLS object is never read and
+    written at once from two threads). ``certificates``: those of another proxy (one CA
+    for several)."""
 
-    def __init__(self, directory: Path, redis_socket: str) -> None:
-        self.ca, cert, key = make_certificates(directory)
+    def __init__(self, directory: Path, redis_socket: str | int,
+                 certificates: tuple[Path, Path, Path] | None = None) -> None:
+        self.certificates = certificates or make_certificates(directory)
+        self.ca, cert, key = self.certificates
         self.redis_socket = redis_socket
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert, key)
@@ -74,7 +77,10 @@ class TlsProxy:
         assert task is not None
         self._connections.add(task)
         try:
-            up_reader, up_writer = await asyncio.open_unix_connection(self.redis_socket)
+            if isinstance(self.redis_socket, int):
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.redis_socket)
+            else:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.redis_socket)
             await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
         finally:
             self._connections.discard(task)
