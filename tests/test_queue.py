@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import fp, open_frontier
-from scrapy_fleet.frontier.queue import RedisFrontier
+from scrapy_fleet.frontier.queue import RedisFrontier, ReportDelta
 
 
 @pytest.fixture
@@ -319,6 +319,33 @@ def test_totals_add_up_and_a_junk_total_starts_over(frontier, redis_client, capl
     assert (stats["pages"], stats["errors"], stats["corrupt"]) == (5, 4, 1)
     assert "items" not in stats  # zero deltas are not sent
     assert "1 crawl totals in Redis held junk; reset" in caplog.text
+
+
+def test_a_report_rides_with_the_acks_it_counts(frontier):
+    """One round trip: the worker's report first, then the acks; sent again (its answer
+    lost) it is added once, and the acks are not repeated."""
+    frontier.flush([(fp(n), "h", 0, b"r%d" % n) for n in range(3)])
+    leases = [lease for lease, _ in frontier.flush(pop=3).popped]
+    report = ReportDelta({"pages": 3, "items": 2}, {"HTTP 404": 1}, {"h": 1}, "", seq=1)
+    result = frontier.flush(acks=leases, report=report)
+    assert result.reported
+    assert frontier.flush(acks=leases, report=report).reported  # taken before: still "in Redis"
+    status = frontier.status()
+    assert status["stats"]["acked"] == 3 and status["stats"]["pages"] == 3
+    assert status["stats"]["items"] == 2 and status["errors_by_kind"] == {"HTTP 404": 1}
+
+
+def test_a_report_whose_script_is_not_loaded_loses_no_lease(frontier, redis_client):
+    """The server lost its scripts but the flush's (another worker loaded it again): the
+    pop's leases come back all the same (never leased twice), and the report goes too."""
+    frontier.flush([(fp(n), "h", 0, b"r%d" % n) for n in range(3)])
+    redis_client.script_flush()
+    redis_client.script_load(frontier._scripts["FLUSH"].script)
+    report = ReportDelta({"pages": 1}, {}, {}, "", seq=1)
+    result = frontier.flush(pop=3, report=report)
+    assert len(result.popped) == 3 and result.reported
+    assert redis_client.hlen(frontier.keys.lease(frontier.worker_id)) == 3
+    assert frontier.status()["stats"]["pages"] == 1
 
 
 def test_a_report_sent_again_under_its_number_is_added_once(frontier):

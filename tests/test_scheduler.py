@@ -11,7 +11,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from conftest import (OwnRedis, crawl_under_way, run_link_spider, run_link_spiders, runspider_args, scrapy,
+from conftest import (OwnRedis, crawl_under_way, frontier, run_link_spider, run_link_spiders, runspider_args, scrapy,
                       wait_for)
 from local_site import LinkedSite
 from scrapy_fleet.frontier import codec
@@ -76,6 +76,9 @@ def test_sigkilled_worker_loses_nothing(tmp_path: Path, site, fleet_settings, re
     refetched = sum(n - 1 for n in fetches.values())
     assert refetched <= 16 + 16  # CONCURRENT_REQUESTS + FLEET_BATCH_SIZE
     assert "stopped heartbeating" in survivor.text + restarted.text
+    # the killed worker's counters went with its acks: every page acknowledged is counted
+    stats = frontier(fleet_settings["REDIS_URL"], fleet_settings["FLEET_KEY_PREFIX"]).status()["stats"]
+    assert stats["acked"] >= len(fetches) and stats["pages"] >= len(fetches), stats
 
 
 def test_crawl_survives_a_redis_restart(tmp_path: Path, site, own_redis: OwnRedis, key_prefix):

@@ -93,6 +93,18 @@ _CLUSTER_TRANSIENT = (
 )
 
 
+@dataclass
+class ReportDelta:
+    """A worker's report (observe/worker.py): counters to add, failed requests by kind
+    and by download slot, its row of the worker table, and its number."""
+
+    totals: dict[str, int]
+    kinds: dict[str, int]
+    hosts: dict[str, int]
+    info: str = ""
+    seq: int = 0
+
+
 @dataclass(frozen=True)
 class FinishCheck:
     status: str  # "running" or "done" (a lost or failed crawl raises instead)
@@ -114,6 +126,7 @@ class FlushResult:
     junk: list[str] = field(default_factory=list)  # queue members dropped: never issued here
     pending: int | None = None  # requests queued in the whole crawl after this call
     finished: bool = False  # the crawl is done: nothing was pushed (or acknowledged)
+    reported: bool = False  # the report that rode with it is in Redis (now or before)
 
 
 class RedisFrontier:
@@ -563,8 +576,12 @@ class RedisFrontier:
         wait: bool = True,
         feed_bad: int = 0,
         duplicates: int = 0,
+        report: ReportDelta | None = None,
     ) -> FlushResult:
         """Pushes, then acks, then a pop: one script, so one atomic round trip.
+        ``report`` (a worker's, WorkerReport.pending) goes first in the same round trip in
+        an unsplit crawl (``reported`` says it is in Redis): what a worker acknowledged is
+        counted even if it is killed next.
 
         Pushes come before acks so that a request's children are stored before it is
         forgotten; if the script fails (Redis out of memory) nothing is stored and nothing
@@ -572,11 +589,13 @@ class RedisFrontier:
         never saw: after the retry, any lease not in ``held`` (nor just popped) is handed
         back. Raises :class:`CrawlLost` when the crawl's state is gone or replaced.
         """
-        if not (pushes or acks or invalid or pop or feed_bad or duplicates):
+        if not (pushes or acks or invalid or pop or feed_bad or duplicates or report):
             return FlushResult([], [])
         if self.crawl_id is None:
             raise RuntimeError("open() the frontier before flushing")
         if self.split is not None:
+            # a split crawl's reports go by the tick: with every ack round trip, all of
+            # a large fleet's would meet on the master of the control keys
             return self.split.flush(pushes, acks, invalid, pop, held, wait=wait,
                                     feed_bad=feed_bad, duplicates=duplicates)
         chunks = _by_size(pushes, MAX_CALL_BYTES)
@@ -590,7 +609,7 @@ class RedisFrontier:
                     return FlushResult([False] * len(pushes), [], finished=True)
                 flags += result.pushed
             last = self.flush(chunks[-1], acks, invalid, pop, held, wait=wait, feed_bad=feed_bad,
-                              duplicates=duplicates)
+                              duplicates=duplicates, report=report)
             last.pushed = flags + last.pushed
             return last
         head: list[Any] = [self.crawl_id, len(pushes), len(acks), len(invalid), pop,
@@ -604,11 +623,36 @@ class RedisFrontier:
                 self.keys.slot_delay, self.keys.state, seen.meta]
         fingerprints = [entry[0] for entry in pushes]
 
+        reporting = self._report_call(report) if report is not None else None
+        reported: list[bool] = []
+
         def run() -> list[Any]:
             blocks = self.seen.block_keys(fingerprints)
             try:
-                return self._script("FLUSH", [*keys, *blocks],
-                                    [*head, *self.seen.view_args(), *tail])
+                if reporting is None:
+                    return self._script("FLUSH", [*keys, *blocks],
+                                        [*head, *self.seen.view_args(), *tail])
+                # the worker's counters go first, in the same round trip: whatever this
+                # flush acknowledges is counted, even if the worker dies right after
+                pipe = self.client.pipeline(transaction=False)
+                self._script("REPORT", *reporting, client=pipe)
+                self._script("FLUSH", [*keys, *blocks], [*head, *self.seen.view_args(), *tail],
+                             client=pipe)
+                taken, reply = pipe.execute(raise_on_error=False)
+                if isinstance(reply, Exception):
+                    raise reply  # it did nothing (the report, numbered, may go again)
+                # the flush's answer is kept whatever became of the report (a pop's leases
+                # would otherwise be lost to this worker). A report whose script was not
+                # loaded yet (first use, a restarted server) goes now, loading it; one that
+                # failed otherwise goes again by the tick
+                if isinstance(taken, redis.exceptions.NoScriptError):
+                    try:
+                        taken = self._script("REPORT", *reporting)
+                    except redis.RedisError as exc:
+                        taken = exc
+                if not isinstance(taken, Exception):
+                    reported.append(self._report_taken(taken, report.seq))  # type: ignore[union-attr]
+                return reply
             except _TRANSIENT:
                 if pop:
                     self._reconcile = True  # the script may have run: check leases after
@@ -616,6 +660,7 @@ class RedisFrontier:
 
         reply = self._seen_call(run, "update the frontier", bool(pushes), wait=wait)
         result = self._read_flush(reply, len(pushes))
+        result.reported = bool(reported) or (report is not None and reporting is None)
         if self._reconcile and pop:
             # a pop whose answer was lost may have leased ids nobody here knows of
             self._reconcile = False
@@ -791,17 +836,30 @@ class RedisFrontier:
         ``seq`` numbers this worker's reports (1, 2, ...): a report sent again under the
         same number, because the answer to the first try was lost, is not added twice.
         Returns False for such a report (taken before)."""
-        totals = [(f, int(v)) for f, v in deltas.items() if v]
-        kinds_ = [(k, int(v)) for k, v in (kinds or {}).items() if v]
-        hosts_ = [(h, int(v)) for h, v in (hosts or {}).items() if v]
-        if not (totals or kinds_ or hosts_ or info):
+        call = self._report_call(ReportDelta(dict(deltas), dict(kinds or {}), dict(hosts or {}),
+                                             info, seq))
+        if call is None:
             return True
-        args: list[Any] = [self.worker_id, info, len(totals), len(kinds_), seq]
+        return self._report_taken(self.run_script("REPORT", *call, "report to the crawl",
+                                                  wait=wait), seq)
+
+    def _report_call(self, report: ReportDelta) -> tuple[list[str], list[Any]] | None:
+        """REPORT's keys and arguments for ``report``; None when it holds nothing."""
+        totals = [(f, int(v)) for f, v in report.totals.items() if v]
+        kinds_ = [(k, int(v)) for k, v in report.kinds.items() if v]
+        hosts_ = [(h, int(v)) for h, v in report.hosts.items() if v]
+        if not (totals or kinds_ or hosts_ or report.info):
+            return None
+        args: list[Any] = [self.worker_id, report.info, len(totals), len(kinds_), report.seq]
         for pair in (*totals, *kinds_, *hosts_):
             args += pair
         keys = [self.keys.error_kinds, self.keys.host_errors, self.keys.worker_info,
                 self.keys.workers, self.keys.report_seq]
-        junk = int(self.run_script("REPORT", keys, args, "report to the crawl", wait=wait))
+        return keys, args
+
+    @staticmethod
+    def _report_taken(reply: Any, seq: int) -> bool:
+        junk = int(reply)
         if junk < 0:
             logger.debug("report %d was taken before (its answer was lost)", seq)
             return False

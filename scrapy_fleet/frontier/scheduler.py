@@ -50,7 +50,7 @@ from scrapy_fleet.frontier.dupefilter import FleetDupeFilter
 from scrapy_fleet.frontier.feeder import StartKeyFeeder
 from scrapy_fleet.frontier.seencache import SeenCache
 from scrapy_fleet.frontier.keys import CrawlKeys
-from scrapy_fleet.observe.worker import REPORT_INTERVAL, WorkerReport
+from scrapy_fleet.observe.worker import REPORT_INTERVAL, Report, WorkerReport
 from scrapy_fleet.frontier.startkey import StartKey
 from scrapy_fleet.frontier.queue import (
     CrawlLost,
@@ -471,9 +471,12 @@ class FleetScheduler(BaseScheduler):
         """What the next flush sends: every buffered push and ack, leaving the buffers empty."""
         assert self.frontier is not None
         batches, bad = self.feeder.unflushed() if self.feeder is not None else ([], 0)
+        # acks carry this worker's report, sent first in their round trip: a request
+        # acknowledged is counted (pages, items, errors) even if the worker dies next
+        report = self.report.pending() if self._acks else None
         call = _FlushCall(self.frontier, self._pushes, self._push_requests, self._acks,
                           self._invalid, batches, bad, self._local_duplicates, pop,
-                          self._held | {i for i, _ in self._buffer}, wait)
+                          self._held | {i for i, _ in self._buffer}, wait, report)
         self._pushes, self._push_requests, self._acks, self._invalid = [], [], [], []
         self._local_duplicates = 0
         return call
@@ -490,6 +493,8 @@ class FleetScheduler(BaseScheduler):
     def _stored(self, call: _FlushCall, result: FlushResult) -> FlushResult:
         """Book a flush's result: stats, the local seen-cache, the start batches it stored."""
         pushes, batches = call.pushes, call.batches
+        if call.report is not None and result.reported:
+            self.report.sent(call.report)
         if result.finished:
             # the crawl ended (a keep-alive crawl's idle timeout) before these were stored
             logger.info("The crawl has finished; %d requests not stored were dropped", len(pushes))
@@ -832,11 +837,12 @@ class _FlushCall:
     pop: int
     held: set[str]
     wait: bool
+    report: Report | None = None  # rides with the acks (WorkerReport.pending)
 
     def run(self) -> FlushResult:
         return self.frontier.flush(self.pushes, self.acks, self.invalid, pop=self.pop,
                                    held=self.held, wait=self.wait, feed_bad=self.bad,
-                                   duplicates=self.duplicates)
+                                   duplicates=self.duplicates, report=self.report)
 
 
 def _reactor_running() -> bool:

@@ -27,6 +27,8 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
 from twisted.python.failure import Failure
 
+from scrapy_fleet.frontier.queue import ReportDelta
+
 REPORT_INTERVAL = 1.0  # s between reports while something changed
 
 # Scrapy stats a worker adds to the crawl's totals (the ``stats`` hash): stat -> field.
@@ -56,15 +58,12 @@ def launch_slot(environ: Mapping[str, str] = os.environ) -> tuple[str, int]:
 
 
 @dataclass
-class Report:
-    """One report: deltas since the last one Redis took, and the worker's row."""
+class Report(ReportDelta):
+    """One report: deltas since the last one Redis took (``totals``: stats field ->
+    amount to add; ``kinds``/``hosts``: failed requests to add by kind and download
+    slot), the worker's row (``info``, JSON) and its number (``seq``: 1, 2, ...)."""
 
-    totals: dict[str, int]  # stats field -> amount to add
-    kinds: dict[str, int]  # error kind -> failed requests to add
-    hosts: dict[str, int]  # download slot -> failed requests to add
-    info: str  # the worker's row, JSON
     snapshot: dict[str, int] = field(default_factory=dict)  # the totals as sent
-    seq: int = 0  # this worker's reports are numbered 1, 2, ...
 
 
 def failure_kind(result: Any, spider: Any = None, settings: Any = None) -> str | None:
@@ -176,13 +175,18 @@ class WorkerReport:
         info = self.info(current)
         if not totals and not self._kinds and info == self._sent_info:
             return None
-        self._unanswered = Report(totals, dict(self._kinds), dict(self._hosts), info, current,
-                                  self._seq + 1)
+        self._unanswered = Report(totals, dict(self._kinds), dict(self._hosts), info,
+                                  self._seq + 1, snapshot=current)
         return self._unanswered
 
     def sent(self, report: Report) -> None:
-        """Redis took ``report`` (now, or at an earlier try whose answer was lost)."""
-        self._unanswered = None
+        """Redis took ``report`` (now, or at an earlier try whose answer was lost). A
+        report booked twice (it rode with a flush and went with a tick too), or after a
+        later one, changes nothing."""
+        if self._unanswered is report:
+            self._unanswered = None
+        if report.seq <= self._seq:
+            return
         self._seq = report.seq
         self._sent = report.snapshot
         self._sent_info = report.info
