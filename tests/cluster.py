@@ -117,6 +117,10 @@ class LocalCluster:
                 raise RuntimeError(f"the local Redis Cluster is not ok: {states}")
             time.sleep(0.1)
 
+    def url_besides(self, port: int) -> str:
+        """The URL of a node other than the one on ``port``."""
+        return next(url for url, p in zip(self.urls, self.ports) if p != port)
+
     def owner(self, key: str) -> int:
         """The port of the master that holds ``key``'s slot."""
         slot = key_slot(key.encode())

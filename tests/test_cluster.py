@@ -61,7 +61,7 @@ def test_a_fleet_crawl_through_a_node_that_does_not_hold_its_keys(tmp_path: Path
     site = LinkedSite(40).start()
     try:
         keys = CrawlKeys(key_prefix, "links")
-        other = next(u for u, p in zip(cluster.urls, cluster.ports) if p != cluster.owner(keys.state))
+        other = cluster.url_besides(cluster.owner(keys.state))
         settings = {"REDIS_URL": other, "FLEET_KEY_PREFIX": key_prefix,
                     "FLEET_DATA_DIR": str(tmp_path / ".fleet"), "CONCURRENT_REQUESTS": "4"}
         fleet = Fleet(make_project(tmp_path), fleet_args(site.url, settings, "-n", "2"))
@@ -78,7 +78,7 @@ def test_a_master_restarted_and_a_worker_killed_mid_crawl_lose_nothing(tmp_path:
     try:
         keys = CrawlKeys(key_prefix, "links")
         owner = cluster.owner(keys.state)
-        other = next(u for u, p in zip(cluster.urls, cluster.ports) if p != owner)
+        other = cluster.url_besides(owner)
         settings = {"REDIS_URL": other, "FLEET_KEY_PREFIX": key_prefix,
                     "FLEET_DATA_DIR": str(tmp_path / ".fleet"), "CONCURRENT_REQUESTS": "4",
                     "FLEET_LEASE_TIMEOUT": "3", "FLEET_REDIS_RETRY_TIMEOUT": "60"}
@@ -208,7 +208,7 @@ def test_a_master_failing_over_to_its_replica_mid_crawl_loses_nothing(tmp_path: 
     try:
         keys = CrawlKeys(key_prefix, "links")
         victim = nodes.owner(keys.state)
-        url = next(u for u, p in zip(nodes.urls, nodes.ports) if p != victim)
+        url = nodes.url_besides(victim)
         settings = {"REDIS_URL": url, "FLEET_KEY_PREFIX": key_prefix,
                     "FLEET_DATA_DIR": str(tmp_path / ".fleet"), "CONCURRENT_REQUESTS": "8",
                     "FLEET_WAIT_REPLICAS": "1", "FLEET_LEASE_TIMEOUT": "3",

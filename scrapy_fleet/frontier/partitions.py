@@ -189,14 +189,10 @@ class SplitCrawl:
         cluster): every partition's pushes, then every partition's acks with the first
         pop. A request's children are stored before it is forgotten; only when all
         pushes go to one partition do its acks ride in the same script."""
-        flags = [False] * len(pushes)
         push_groups: dict[int, list[int]] = {}
         for n, entry in enumerate(pushes):
-            carried = self._carried.get(id(entry))
-            if carried is not None and carried[0] is entry:
-                flags[n] = carried[1]  # stored by an earlier try of this flush
-                continue
-            push_groups.setdefault(CrawlKeys.partition_of(entry[1], self.n), []).append(n)
+            if self._stored_before(entry) is None:  # else sent by an earlier try of this flush
+                push_groups.setdefault(CrawlKeys.partition_of(entry[1], self.n), []).append(n)
         ack_groups: dict[int, tuple[list[str], list[str]]] = {}
         for column, ids in enumerate((acks, invalid)):
             fresh = [i for i in ids if i not in self._acked]
@@ -228,10 +224,7 @@ class SplitCrawl:
             if answered is None:
                 return self._finished(len(pushes))
             popped, junk = answered
-        for n, entry in enumerate(pushes):
-            carried = self._carried.get(id(entry))
-            if carried is not None and carried[0] is entry:
-                flags[n] = carried[1]
+        flags = [bool(self._stored_before(entry)) for entry in pushes]
         self._forget_tries()
         if self._reconcile and pop:
             self._reconcile = False
@@ -240,6 +233,12 @@ class SplitCrawl:
         dues = [h.due_at - now for h in self._hints if h.due_at is not None and h.pending > 0]
         return FlushResult(flags, popped, max(0.0, min(dues)) if dues else None, junk,
                            sum(max(0, h.pending) for h in self._hints))
+
+    def _stored_before(self, entry: PushEntry) -> bool | None:
+        """Whether a try of this flush stored ``entry`` (False: a duplicate); None if no
+        try sent it (entries are known by identity: the scheduler sends the same again)."""
+        carried = self._carried.get(id(entry))
+        return carried[1] if carried is not None and carried[0] is entry else None
 
     def _finished(self, pushes: int) -> FlushResult:
         self._forget_tries()

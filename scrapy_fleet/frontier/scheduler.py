@@ -472,8 +472,10 @@ class FleetScheduler(BaseScheduler):
         assert self.frontier is not None
         batches, bad = self.feeder.unflushed() if self.feeder is not None else ([], 0)
         # acks carry this worker's report, sent first in their round trip: a request
-        # acknowledged is counted (pages, items, errors) even if the worker dies next
-        report = self.report.pending() if self._acks else None
+        # acknowledged is counted (pages, items, errors) even if the worker dies next.
+        # Not in a split crawl, whose reports go by the tick (RedisFrontier.flush)
+        report = (self.report.pending() if self._acks and self.frontier.split is None
+                  else None)
         call = _FlushCall(self.frontier, self._pushes, self._push_requests, self._acks,
                           self._invalid, batches, bad, self._local_duplicates, pop,
                           self._held | {i for i, _ in self._buffer}, wait, report)
