@@ -143,8 +143,22 @@ class LocalCluster:
                        check=True, capture_output=True, timeout=START_TIMEOUT)
         self.ports.append(port)
         self.wait_ok()
-        subprocess.run([self.cli, "--cluster", "rebalance", seed, "--cluster-use-empty-masters"],
-                       check=True, capture_output=True, timeout=120)
+        # rebalance refuses while the nodes' views differ ("Nodes don't agree about
+        # configuration!"): gossip needs a moment to spread the new node
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            check = subprocess.run([self.cli, "--cluster", "check", seed], capture_output=True,
+                                   text=True, timeout=START_TIMEOUT)
+            if check.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster never agreed on its new node: {check.stdout}")
+            time.sleep(0.2)
+        rebalance = subprocess.run(
+            [self.cli, "--cluster", "rebalance", seed, "--cluster-use-empty-masters"],
+            capture_output=True, text=True, timeout=120)
+        if rebalance.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster rebalance failed: {rebalance.stdout}")
         self.wait_ok()
 
     def kill(self, port: int) -> None:
