@@ -355,3 +355,57 @@ def test_a_report_sent_again_under_its_number_is_added_once(frontier):
     assert frontier.add_totals({"pages": 2}, seq=2)
     status = frontier.status()
     assert status["stats"]["pages"] == 5 and status["errors_by_kind"] == {"HTTP 404": 1}
+
+
+def test_a_pop_leases_from_the_queues_it_names_and_learns_the_others(
+        redis_client, redis_url, key_prefix, monkeypatch):
+    """Every key a script touches is in KEYS (scripts.py): a pop names the queues it may
+    lease from, the ready slots its previous answer listed. A worker that knows none asks
+    again at once, naming those its first answer listed; once it knows them, one round trip."""
+    producer = open_frontier(redis_client, redis_url, key_prefix, "producer")
+    producer.flush([(fp(i), f"host{i}.test", 0, f"r{i}".encode()) for i in range(80)])
+    worker = open_frontier(redis_client, redis_url, key_prefix, "worker")
+    scripts = []
+    original = worker._script
+
+    def counting(name, *args, **kwargs):
+        scripts.append((name, len(kwargs.get("queues", ()))))
+        return original(name, *args, **kwargs)
+
+    monkeypatch.setattr(worker, "_script", counting)
+    first = worker.flush(pop=16)
+    assert len(first.popped) == 16
+    assert scripts == [("FLUSH", 0), ("FLUSH", 32)]  # knew none; then the 32 best it learnt
+    scripts.clear()
+    second = worker.flush(acks=[lease for lease, _ in first.popped], pop=16)
+    assert len(second.popped) == 16 and scripts == [("FLUSH", 32)]
+    # in priority order as ever, across the slots it named
+    assert ids(first.popped + second.popped) == [f"r{i}".encode() for i in range(32)]
+
+
+def test_a_crawl_made_before_heads_has_its_queues_recorded_when_opened(
+        redis_client, redis_url, key_prefix):
+    old = open_frontier(redis_client, redis_url, key_prefix, "old", concurrency_per_slot=1)
+    old.flush([(fp(i), f"host{i % 3}.test", 0, b"x") for i in range(9)])
+    held = old.flush(pop=1).popped  # host0: in flight at its cap, in neither ready nor delayed
+    keys = old.keys
+    seconds, micros = redis_client.time()
+    redis_client.zrem(keys.ready, "host1.test")  # host1: waiting out a delay of 0.2 s
+    redis_client.zadd(keys.delayed, {"host1.test": seconds * 1000 + micros // 1000 + 200})
+    redis_client.delete(keys.heads)  # as an older version left it: no heads
+    redis_client.hdel(keys.state, "heads")
+    new = open_frontier(redis_client, redis_url, key_prefix, "new", concurrency_per_slot=1)
+    assert redis_client.hget(keys.state, "heads") == b"1"
+    assert redis_client.hlen(keys.heads) == 3
+    old.flush(acks=[held[0][0]])  # host0 below its cap again: scheduled from heads
+    leased = 1
+    deadline = time.monotonic() + 10
+    while leased < 9 and time.monotonic() < deadline:
+        popped = new.flush(pop=10).popped
+        leased += len(popped)
+        new.flush(acks=[lease for lease, _ in popped])
+        if not popped:
+            time.sleep(0.05)  # host1's delay: nothing to await
+    assert leased == 9
+    new.set_seeding(False)
+    assert new.check_finished().finished

@@ -6,8 +6,9 @@ state are split into partitions by download slot (:meth:`CrawlKeys.partition_of`
 crawl of one partition keeps them under the control prefix too (the layout of every crawl
 made before partitions, read as it was); a crawl of P > 1 partitions keeps partition i
 under ``<FLEET_KEY_PREFIX>:{<spider>#<i>.<k>}:``. The braces are a Redis Cluster hash tag:
-each partition lives in one slot, so a Lua script may touch all of one partition's keys
-(including the per-slot queues and per-worker leases it derives), and the partitions'
+each partition lives in one slot, so a Lua script may touch any of one partition's keys
+(the per-slot queues and per-worker leases among them: the caller names those it may
+touch, in KEYS), and the partitions'
 slots are spread evenly over the cluster's slot range (``k`` is chosen for that), so that
 the masters of a cluster share a crawl's work.
 """
@@ -96,7 +97,12 @@ class PartitionKeys:
         its leases are not taken for orphans while a heartbeat is on its way (partitions.py)."""
         return self.base + "leasebeats"
 
-    # the derived keys: the scripts build these from ``queue_prefix`` / ``lease_prefix``
+    @property
+    def heads(self) -> str:
+        """The HASH of each non-empty queue's head score and length (scripts.py)."""
+        return self.base + "heads"
+
+    # the keys per slot and per worker: callers name them, scripts take them in KEYS
     @property
     def queue_prefix(self) -> str:
         return self.base + "q:"
@@ -116,6 +122,12 @@ class PartitionKeys:
 
     def lease(self, worker: str) -> str:
         return self.lease_prefix + worker
+
+    @property
+    def lease_pattern(self) -> str:
+        """Matches every lease hash of this partition (and, in an unsplit crawl, nothing
+        else: no other key name starts with ``lease:``)."""
+        return glob_escape(self.lease_prefix) + "*"
 
 
 class CrawlKeys(PartitionKeys):
@@ -255,8 +267,9 @@ class SeenKeys:
 
 
 def glob_escape(text: str) -> str:
-    """``text`` for a SCAN MATCH pattern (the hash tag's braces taken literally)."""
-    return text.replace("{", "\\{").replace("}", "\\}")
+    """``text`` for a SCAN MATCH pattern: glob's special characters (and the hash tag's
+    braces) taken literally."""
+    return re.sub(r"([\\*?\[\]{}])", r"\\\1", text)
 
 
 def hash_tag(key: str) -> str:

@@ -8,9 +8,8 @@ control scripts on control keys alone. What spans partitions (reclaiming a dead 
 a worker leaving, deciding the crawl has ended) is a sequence of these, each step safe
 to repeat, in an order that never loses a request (partitions.py says why).
 
-Every key a script touches is in KEYS, except a partition's per-slot queues ``q:<slot>``,
-which its scripts derive from the partition's queue prefix as the one-partition scripts
-do: every one of them carries the partition's hash tag.
+Every key a script touches is in KEYS, as in scripts.py: the queues a partition script may
+touch are declared by the caller (the slots of the leases it hands back, read first).
 """
 
 from __future__ import annotations
@@ -18,17 +17,19 @@ from __future__ import annotations
 from scrapy_fleet.frontier.scripts import PRELUDE
 
 # Hand every lease of some workers back to this partition's queues: the workers left
-# (``field`` "requeued") or were found dead ("reclaimed"). Their lease hashes go.
+# (``field`` "requeued") or were found dead ("reclaimed"). Their lease hashes go, unless a
+# lease stayed because its queue was not declared (the caller reads the slots again).
 # KEYS[7] seq  KEYS[8..] lease:<worker> (this partition's)  ARGV[3] field
-# Returns how many requests went back, per lease hash.
+# Returns {requests that went back, per lease hash}, {leases that stayed, per lease hash}.
 HAND_BACK = PRELUDE + r"""
 check_gauges()
-local out = {}
-for i = 8, #KEYS do
-  out[#out + 1] = requeue_all(KEYS[i], redis.call('HKEYS', KEYS[i]), KEYS[7], ARGV[3])
-  redis.call('DEL', KEYS[i])
+local backs, missing = {}, {}
+for i = 8, K.last do
+  local n, left = requeue_all(KEYS[i], redis.call('HKEYS', KEYS[i]), KEYS[7], ARGV[3])
+  backs[#backs + 1], missing[#missing + 1] = n, left
+  if left == 0 then redis.call('DEL', KEYS[i]) end
 end
-return out
+return {backs, missing}
 """
 
 # The first look at a partition when the end of the crawl is decided: is it empty (nothing
@@ -40,11 +41,14 @@ return out
 # timeout are orphans (a worker forgotten by a reclaim in the instant it leased again,
 # then killed): they go back to the queue, counted as reclaimed.
 # KEYS[7] state (the partition's)  KEYS[8] seq  KEYS[9] leasebeats
-# KEYS[10..] lease:<worker> of every worker on record
+# KEYS[10..9+R] lease:<worker> of every worker on record, then the other lease hashes of
+# this partition (the caller's SCAN, when asked for: "orphans")
 # ARGV[3] crawl id  ARGV[4] partition number (for messages)  ARGV[5] lease key prefix
-# ARGV[6] lease timeout ms
-# Returns {status, pending, leased, version, detail}: status "empty", "busy" or "lost";
-# version changes with every push and ack there (its totals enqueued, acked, invalid).
+# ARGV[6] lease timeout ms  ARGV[7] R  ARGV[8] "1": the other lease hashes were looked for
+# Returns {status, pending, leased, version, detail}: status "empty", "busy", "lost" or
+# "orphans" (more leased than the workers on record hold: look for the other lease
+# hashes and call again); version changes with every push and ack there (its totals
+# enqueued, acked, invalid).
 CHECK_PART = PRELUDE + r"""
 local id = redis.call('HGET', KEYS[7], 'id')
 if id ~= ARGV[3] then
@@ -58,30 +62,25 @@ local pending, leased = num(g[1], 0), num(g[2], 0)
 local version = table.concat({g[3] or '0', g[4] or '0', g[5] or '0'}, '/')
 local function busy() return {'busy', pending, leased, version, ''} end
 if has_queued() then return busy() end
-local counts, total, on_record = {}, 0, {}
-for i = 10, #KEYS do
-  on_record[KEYS[i]] = true
-  total = total + count_leases(KEYS[i], counts)
-end
+local counts, total, on_record = {}, 0, 9 + tonumber(ARGV[7])
+for i = 10, on_record do total = total + count_leases(KEYS[i], counts) end
 if leased > total then
-  -- more leased than the workers on record hold: look for orphaned lease hashes
+  -- more leased than the workers on record hold: orphaned lease hashes?
+  if ARGV[8] ~= '1' then return {'orphans', pending, leased, version, ''} end
   local stale = now - tonumber(ARGV[6])
   redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', '(' .. stale)
-  local cursor, back = '0', 0
-  repeat
-    local page = redis.call('SCAN', cursor, 'MATCH', ARGV[5] .. '*', 'COUNT', 1000)
-    cursor = page[1]
-    for _, key in ipairs(page[2]) do
-      if not on_record[key] then
-        if redis.call('ZSCORE', KEYS[9], string.sub(key, #ARGV[5] + 1)) then
-          total = total + count_leases(key, counts)  -- joined since its record was read
-        else
-          back = back + requeue_all(key, redis.call('HKEYS', key), KEYS[8], 'reclaimed')
-          redis.call('DEL', key)
-        end
-      end
+  local back, left = 0, 0
+  for i = on_record + 1, K.last do
+    local key = KEYS[i]
+    if redis.call('ZSCORE', KEYS[9], string.sub(key, #ARGV[5] + 1)) then
+      total = total + count_leases(key, counts)  -- joined since its record was read
+    else
+      local n, missing = requeue_all(key, redis.call('HKEYS', key), KEYS[8], 'reclaimed')
+      back, left = back + n, left + missing
+      if missing == 0 then redis.call('DEL', key) end
     end
-  until cursor == '0'
+  end
+  if left > 0 then return busy() end  -- leases came after the caller read them: again
   if back > 0 then
     g = redis.call('HMGET', K.stats, 'pending', 'leased')
     pending, leased = num(g[1], 0), num(g[2], 0)

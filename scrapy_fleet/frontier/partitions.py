@@ -56,6 +56,7 @@ from scrapy_fleet.frontier.queue import (
     RedisRetryLater,
     ReplicasBehind,
     _by_size,
+    lease_slots,
 )
 from scrapy_fleet.redis_server import redact
 
@@ -67,6 +68,7 @@ logger = logging.getLogger(__name__)
 SEP = ":"  # a split crawl's lease ids are "<partition>:<id>"
 SKIP_FOR = 0.5  # s a partition that had nothing to lease is skipped by pops
 MAX_POP_CALLS = 4  # partitions asked for work in one flush at most
+HAND_BACK_TRIES = 5  # lease slots read again while leases keep coming (a slow worker's)
 LOCK_MS = 10_000  # the check lock; seals last twice as long
 SCRIPTS = ("HAND_BACK", "CHECK_PART", "SEAL_PART", "UNSEAL_PART", "CLAIM_PART",
            "DEAD_WORKERS", "FORGET_WORKERS", "DEREGISTER", "CHECK_CONTROL", "END_CHECK")
@@ -92,6 +94,8 @@ class _Hint:
     due_at: float | None = None  # monotonic time its first delayed slot comes due
     checked: float = float("-inf")  # never: unknown
     exhausted: bool = False  # its last pop leased fewer than asked
+    slots: list[bytes] = field(default_factory=list)  # its ready slots: the next pop declares them
+    more: bool = False  # its last pop left ready work in queues it had not declared
 
     def rank(self, now: float) -> int:
         """0: known to have work to lease; 1: unknown (or not looked at for a while);
@@ -100,7 +104,7 @@ class _Hint:
             return 1
         if self.pending <= 0:
             return 2
-        if not self.exhausted or (self.due_at is not None and self.due_at <= now):
+        if not self.exhausted or self.more or (self.due_at is not None and self.due_at <= now):
             return 0
         return 2
 
@@ -131,18 +135,20 @@ class SplitCrawl:
         return f.call(lambda: f._script(name, keys, args, common=False),
                       what, wait=wait)
 
-    def _each(self, name: str, calls: Sequence[tuple[int, Sequence[Any], Sequence[Any]]],
-              what: str, wait: bool, *, common: bool = True) -> list[Any]:
-        """Script ``name`` once per (partition, keys, args) of ``calls``, in one pipeline:
-        one round trip on one Redis, one per master on a cluster. ``common``: the script
-        is written on the partition's common keys (scripts.py), else on ``keys`` alone.
-        Only for scripts that are safe to run again: a failure sends them all again."""
+    def _each(self, name: str, calls: Sequence[tuple[Any, ...]], what: str, wait: bool, *,
+              common: bool = True) -> list[Any]:
+        """Script ``name`` once per (partition, keys, args[, queues]) of ``calls``, in one
+        pipeline: one round trip on one Redis, one per master on a cluster. ``common``:
+        the script is written on the partition's common keys (scripts.py), else on
+        ``keys`` alone. Only for scripts that are safe to run again: a failure sends them
+        all again."""
         f = self.f
 
         def run() -> list[Any]:
             pipe = f.client.pipeline(transaction=False)
-            for i, keys, args in calls:
-                f._script(name, keys, args, client=pipe, part=self.parts[i], common=common)
+            for i, keys, args, *queues in calls:
+                f._script(name, keys, args, client=pipe, part=self.parts[i], common=common,
+                          queues=queues[0] if queues else ())
             return pipe.execute()
 
         return f.call(run, what, wait=wait) if calls else []
@@ -262,7 +268,9 @@ class SplitCrawl:
         popped: list[tuple[str, bytes | None]] = []
         junk: list[str] = []
         asked = 0
-        for part in order if want else ():
+        order = order if want else []
+        while order:
+            part = order.pop(0)
             if len(popped) >= want or asked >= MAX_POP_CALLS:
                 break
             if popped and self._hints[part].rank(now) == 2:
@@ -288,6 +296,8 @@ class SplitCrawl:
                 junk += [self.lease_id(c.part, raw) for raw in result.junk]
                 if c is asking:
                     self._hints[part].exhausted = len(result.popped) < n
+                    if result.more and len(result.popped) < n:
+                        order.insert(0, part)  # ready work it had not declared: again
             calls = []
         if calls and self._send(calls, pushes, wait) is None:
             return None
@@ -368,7 +378,7 @@ class SplitCrawl:
                         f"{redact(f.url)} changed under each of {STALE_RETRIES} tries: is "
                         "another tool rewriting it?")
                 continue
-            result = f._read_flush(reply, len(c.members))
+            result = f._read_flush(reply, len(c.members), c.pop > 0)
             if result.finished and c.members:
                 sealed.append(k)
                 continue
@@ -391,7 +401,11 @@ class SplitCrawl:
         keys = [part.seq, seen.keys.legacy, part.lease(f.worker_id), part.lease_beats,
                 part.slot_delay, part.state, seen.keys.meta,
                 *seen.block_keys([pushes[n][0] for n in c.members])]
-        f._script("FLUSH", keys, [*head, *seen.view_args(), *tail], client=pipe, part=part)
+        queues: list[str | bytes] = [pushes[n][1] for n in c.members]
+        if c.pop:
+            queues += self._hints[c.part].slots
+        f._script("FLUSH", keys, [*head, *seen.view_args(), *tail], client=pipe, part=part,
+                  queues=queues)
 
     def _answered(self, c: _Call, result: FlushResult, pushes: Sequence[PushEntry]) -> None:
         """Remember what call ``c`` did, for a retry of this flush and the next pops."""
@@ -406,6 +420,7 @@ class SplitCrawl:
         hint.pending, hint.checked = result.pending or 0, time.monotonic()
         if c.pop:
             hint.due_at = None if result.next_due is None else hint.checked + result.next_due
+            hint.slots, hint.more = result.hints or [], result.more
         elif c.members or c.acks:
             hint.exhausted = False  # pushes or freed slots: it may have work now
 
@@ -455,9 +470,39 @@ class SplitCrawl:
     # --- handing leases back -----------------------------------------------------------
 
     def requeue(self, ids: Collection[str], *, wait: bool = True) -> int:
-        calls = [(i, [self.parts[i].lease(self.f.worker_id), self.parts[i].seq], raw)
-                 for i, raw in self._by_partition(ids).items()]
-        return sum(int(back) for back in self._each("REQUEUE", calls, "requeue requests", wait))
+        return self.requeue_in(self._by_partition(ids), wait=wait)
+
+    def requeue_in(self, groups: dict[int, list[str]], *, wait: bool = True) -> int:
+        """Hand this worker's leases ``groups`` (partition -> ids) back to their queues:
+        their slots are read first, so that each script declares the queues it touches."""
+        f = self.f
+        back = 0
+        for _ in range(HAND_BACK_TRIES):
+            if not groups:
+                return back
+            order = list(groups.items())
+
+            def read(order: list[tuple[int, list[str]]] = order) -> list[Any]:
+                pipe = f.client.pipeline(transaction=False)
+                for i, raw in order:
+                    pipe.hmget(self.parts[i].lease(f.worker_id), raw)
+                return pipe.execute()
+
+            entries = f.call(read, "read leases", wait=wait)
+            answers = self._each("REQUEUE", [
+                (i, [self.parts[i].lease(f.worker_id), self.parts[i].seq], raw,
+                 lease_slots(found)) for (i, raw), found in zip(order, entries)],
+                "requeue requests", wait)
+            groups = {}
+            for (i, raw), (n, missing) in zip(order, answers):
+                back += int(n)
+                if int(missing):
+                    groups[i] = raw  # a lease rewritten since it was read: read it again
+        if groups:
+            raise FrontierFault(f"leases in Redis at {redact(f.url)} changed under each of "
+                                f"{HAND_BACK_TRIES} tries to hand them back: is another tool "
+                                "rewriting them?")
+        return back
 
     def hand_back_unknown(self, known: set[str], *, wait: bool = True) -> None:
         f = self.f
@@ -475,19 +520,52 @@ class SplitCrawl:
             logger.warning("Handing back %d leases lost in a failed round trip", len(unknown))
             self.requeue(unknown, wait=wait)
 
-    def _hand_back(self, workers: Sequence[str], field: str, wait: bool) -> list[int]:
-        """Every lease of ``workers`` back to the queues, partition by partition."""
-        backs = self._each("HAND_BACK", [(i, [part.seq, *(part.lease(w) for w in workers)], [field])
-                                         for i, part in enumerate(self.parts)],
-                           "hand back leased requests", wait)
-        return [sum(int(back[w]) for back in backs) for w in range(len(workers))]
+    def _hand_back(self, workers: Sequence[str], field: str,
+                   wait: bool) -> tuple[list[int], set[str]]:
+        """Every lease of ``workers`` back to the queues, partition by partition: the
+        slots of their leases are read first, so that each script declares the queues it
+        touches. Returns the requests handed back per worker, and the workers some of
+        whose leases stayed (they kept leasing while this ran: a slow worker, not a dead one)."""
+        f = self.f
+        backs = [0] * len(workers)
+        todo = {(i, w) for i in range(self.n) for w in range(len(workers))}
+        for _ in range(HAND_BACK_TRIES):
+            pairs = sorted(todo)
+
+            def read(pairs: list[tuple[int, int]] = pairs) -> list[Any]:
+                pipe = f.client.pipeline(transaction=False)
+                for i, w in pairs:
+                    pipe.hvals(self.parts[i].lease(workers[w]))
+                return pipe.execute()
+
+            by_part: dict[int, list[tuple[int, list[bytes]]]] = {}
+            for (i, w), entries in zip(pairs, f.call(read, "read leases", wait=wait)):
+                by_part.setdefault(i, []).append((w, entries))
+            calls = [(i, [self.parts[i].seq, *(self.parts[i].lease(workers[w]) for w, _ in held)],
+                      [field], lease_slots(e for _, entries in held for e in entries))
+                     for i, held in by_part.items()]
+            answers = self._each("HAND_BACK", calls, "hand back leased requests", wait)
+            todo = set()
+            for (i, held), (back, missing) in zip(by_part.items(), answers):
+                for (w, _), n, left in zip(held, back, missing):
+                    backs[w] += int(n)
+                    if int(left):
+                        todo.add((i, w))
+            if not todo:
+                break
+        return backs, {workers[w] for _, w in todo}
 
     def leave(self) -> int:
         f = self.f
-        back = self._hand_back([f.worker_id], "requeued", True)[0]
+        back, kept = self._hand_back([f.worker_id], "requeued", True)
+        if kept:
+            # never deregister with leases held: they would be nobody's. Reclaimed later.
+            logger.warning("Some leases of %s could not be handed back; it stays on record "
+                           "until reclaimed", f.worker_id)
+            return back[0]
         self._run("DEREGISTER", [f.keys.workers, f.keys.seeding], [f.worker_id],
                   "leave the crawl", True)
-        return back
+        return back[0]
 
     def reclaim(self, *, wait: bool = True) -> list[tuple[str, int]]:
         f = self.f
@@ -495,9 +573,12 @@ class SplitCrawl:
                                            [f.lease_timeout_ms], "find dead workers", wait)]
         if not dead:
             return []
-        counts = self._hand_back(dead, "reclaimed", wait)
-        self._run("FORGET_WORKERS", [f.keys.workers, f.keys.seeding, f.keys.state],
-                  [f.lease_timeout_ms, *dead], "forget dead workers", wait)
+        counts, kept = self._hand_back(dead, "reclaimed", wait)
+        # a worker whose leases all went back is forgotten; one still leasing stays
+        gone = [w for w in dead if w not in kept]
+        if gone:
+            self._run("FORGET_WORKERS", [f.keys.workers, f.keys.seeding, f.keys.state],
+                      [f.lease_timeout_ms, *gone], "forget dead workers", wait)
         return list(zip(dead, counts))
 
     # --- the end of the crawl ----------------------------------------------------------
@@ -528,10 +609,7 @@ class SplitCrawl:
         pending = leased = 0
         busy = False
         versions = []
-        checks = self._each("CHECK_PART", [
-            (i, [part.state, part.seq, part.lease_beats, *(part.lease(w) for w in workers)],
-             [f.crawl_id, i, part.lease_prefix, f.lease_timeout_ms])
-            for i, part in enumerate(self.parts)], "check whether the crawl is finished", wait)
+        checks = self._check_parts(workers, wait)
         for status, p, l, version, detail in checks:
             if text(status) == "lost":
                 raise CrawlLost(f._lost_message(text(detail)))
@@ -558,6 +636,46 @@ class SplitCrawl:
         if marked:
             return FinishCheck("done", 0, 0, live, seeders)
         return FinishCheck("running", 0, 0, live, seeders)
+
+
+    def _check_parts(self, workers: Sequence[str], wait: bool) -> list[Any]:
+        """CHECK_PART on every partition. One that finds more leased than the workers on
+        record hold answers "orphans": its other lease hashes are looked for here (SCAN,
+        rare) and it is checked again with them and the queues of their leases."""
+        f = self.f
+
+        def check(i: int, others: Sequence[str] = (), slots: Collection[bytes] = (),
+                  scanned: bool = False) -> tuple[Any, ...]:
+            part = self.parts[i]
+            return (i, [part.state, part.seq, part.lease_beats, *(part.lease(w) for w in workers),
+                        *others],
+                    [f.crawl_id, i, part.lease_prefix, f.lease_timeout_ms, len(workers),
+                     "1" if scanned else "0"], slots)
+
+        what = "check whether the crawl is finished"
+        checks = self._each("CHECK_PART", [check(i) for i in range(self.n)], what, wait)
+        again = [i for i, answer in enumerate(checks) if text(answer[0]) == "orphans"]
+        if not again:
+            return checks
+        calls = []
+        for i in again:
+            part = self.parts[i]
+            on_record = {part.lease(w).encode() for w in workers}
+
+            def scan(part: PartitionKeys = part) -> list[tuple[bytes, list[bytes]]]:
+                found = list(f.client.scan_iter(match=part.lease_pattern, count=1000))
+                pipe = f.client.pipeline(transaction=False)
+                for key in found:
+                    pipe.hvals(key)
+                return list(zip(found, pipe.execute())) if found else []
+
+            others = [(k, v) for k, v in f.call(scan, "look for orphaned leases", wait=wait)
+                      if k not in on_record]
+            calls.append(check(i, [k for k, _ in others],
+                               lease_slots(e for _, entries in others for e in entries), True))
+        for i, answer in zip(again, self._each("CHECK_PART", calls, what, wait)):
+            checks[i] = answer
+        return checks
 
 
 def _node_of(client: Any, key: str) -> tuple[Any, str]:

@@ -13,15 +13,16 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgpack
 import redis
 from redis.cluster import ClusterPipeline, RedisCluster
 
 from scrapy_fleet.frontier import scripts
-from scrapy_fleet.frontier.keys import MAX_PARTITIONS, CrawlKeys, PartitionKeys
+from scrapy_fleet.frontier.keys import MAX_PARTITIONS, CrawlKeys, PartitionKeys, glob_escape
 from scrapy_fleet.frontier.overview import HOSTS_SHOWN, read_hosts, read_status
 from scrapy_fleet.frontier.overview import text as _text
 from scrapy_fleet.frontier.seenset import (
@@ -77,6 +78,7 @@ PushEntry = tuple[bytes, str, int, bytes]  # fingerprint (b"" = unfiltered), slo
 MAX_PRIORITY = 4000  # |priority| * 2^40 + id must stay exact in a double
 MAX_CALL_BYTES = 64 << 20  # pushes sent in one script call at most (Redis takes up to 1 GB)
 STALE_RETRIES = 5  # a seen-set that changes under every try is a fault, not a loop
+MORE_TRIES = 2  # pops sent again at once, declaring the ready queues the last one named
 # partitions of a new crawl on a Redis Cluster: 3 to 6 masters hold 2 to 6 each (keys.py
 # spreads them evenly over the slot range); one Redis gains nothing from more than one
 DEFAULT_CLUSTER_PARTITIONS = 16
@@ -127,6 +129,8 @@ class FlushResult:
     pending: int | None = None  # requests queued in the whole crawl after this call
     finished: bool = False  # the crawl is done: nothing was pushed (or acknowledged)
     reported: bool = False  # the report that rode with it is in Redis (now or before)
+    hints: list[bytes] | None = None  # slots the next pop should declare (None: no pop asked)
+    more: bool = False  # ready work was left: its queues were not declared (not in hints)
 
 
 class RedisFrontier:
@@ -162,8 +166,8 @@ class RedisFrontier:
         self._on_connection_lost = on_connection_lost
         self._scripts = {
             name: client.register_script(getattr(scripts, name))
-            for name in ("FLUSH", "REQUEUE", "LEAVE", "RECLAIM", "CHECK_FINISHED", "HEARTBEAT",
-                         "CREATE", "SEEDING", "REPORT", "NOW", "SEEN_INIT", "SEEN_ADD")
+            for name in ("FLUSH", "REQUEUE", "CHECK_FINISHED", "HEARTBEAT", "CREATE", "SEEDING",
+                         "REPORT", "NOW", "SEEN_INIT", "SEEN_ADD", "RECORD_HEADS")
         }
         # the seen-set: `dupefilter` and the Bloom settings apply to a new crawl only
         self._seen_options = {"mode": dupefilter, "bloom_capacity": bloom_capacity,
@@ -180,6 +184,7 @@ class RedisFrontier:
         self._attempts = 0
         self._reconnecting = threading.Lock()
         self._reconcile = False  # a FLUSH with a pop failed mid-call: leases to check
+        self._ready_hints: list[bytes] = []  # slots an unsplit crawl's next pop declares
 
     # --- plumbing -------------------------------------------------------------------
 
@@ -192,7 +197,9 @@ class RedisFrontier:
         options = {**self._seen_options,
                    "bloom_capacity": max(1, self._seen_options["bloom_capacity"] // count)}
         self.seens = [SeenSet(part.seen, **options) for part in self.parts]
-        self.split = SplitCrawl(self) if count > 1 else None
+        # what spans partitions (reclaim, leave, hand back) serves an unsplit crawl too
+        self.spans = SplitCrawl(self)
+        self.split = self.spans if count > 1 else None
 
     def read_layout(self) -> None:
         """A frontier that reads a crawl without joining it (status, tools): take the
@@ -219,12 +226,18 @@ class RedisFrontier:
 
     def _script(self, name: str, extra_keys: Sequence[str], extra_args: Sequence[Any],
                 client: Any = None, part: PartitionKeys | None = None, *,
-                common: bool = True) -> Any:
+                common: bool = True, queues: Collection[str | bytes] = ()) -> Any:
         """Run a script on the common keys (scripts.py) of ``part`` (default: the crawl's
-        own, its control keys) plus ``extra_keys``; without ``common``, on those alone."""
+        own, its control keys) plus ``extra_keys``, then ``heads`` and the queues of the
+        download slots ``queues`` (those it may touch); without ``common``, on
+        ``extra_keys`` alone."""
         k = part or self.keys
-        keys = [k.ready, k.delayed, k.nextok, k.inflight, k.stats, k.payload, *extra_keys]
-        args = [k.queue_prefix, self.cap, *extra_args]
+        # slots as read from Redis stay bytes: a key must name them byte for byte
+        declared = [k.queue(slot) if isinstance(slot, str) else k.queue_prefix.encode() + slot
+                    for slot in dict.fromkeys(queues)]
+        keys = [k.ready, k.delayed, k.nextok, k.inflight, k.stats, k.payload, *extra_keys,
+                k.heads, *declared]
+        args = [f"{len(declared)} {k.queue_prefix}", self.cap, *extra_args]
         if not common:
             keys, args = list(extra_keys), list(extra_args)
         if isinstance(client, (redis.client.Pipeline, ClusterPipeline)):
@@ -472,7 +485,7 @@ class RedisFrontier:
                 keys=[self.keys.state], client=self.client,
                 args=[f"{time.time():.3f}", uuid.uuid4().hex, owner, self.new_partitions])
 
-        crawl_id, count, claimed = self.call(mark, "open the crawl")
+        crawl_id, count, claimed, heads = self.call(mark, "open the crawl")
         self.crawl_id = _text(crawl_id)
         try:
             partitions = int(count)
@@ -486,7 +499,30 @@ class RedisFrontier:
         self._use_partitions(partitions)
         if self.split is not None and not claimed:
             self.split.claim()
+        if not heads:
+            self._record_heads()
         return self.crawl_id
+
+    def _record_heads(self) -> None:
+        """A crawl made before ``heads`` (scripts.py): record its queues' heads, found by
+        SCAN, so that they are scheduled without reading them; then mark it."""
+        def run() -> int:
+            recorded = 0
+            for part in self.parts:
+                found = list(self.client.scan_iter(match=glob_escape(part.queue_prefix) + "*",
+                                                   count=1000))
+                prefix = part.queue_prefix.encode()
+                slots = [key[len(prefix):] for key in found if key.startswith(prefix)]
+                for start in range(0, len(slots), 1000):
+                    recorded += int(self._script("RECORD_HEADS", [], [], part=part,
+                                                 queues=slots[start:start + 1000]))
+            self.client.hset(self.keys.state, "heads", "1")
+            return recorded
+
+        recorded = self.call(run, "record the queues of a crawl made by an older version")
+        if recorded:
+            logger.info("Recorded the heads of %d queues of a crawl made by an older version",
+                        recorded)
 
     def fail_crawl(self, error: str) -> None:
         """Mark the crawl failed for every worker (they stop with ``error``)."""
@@ -528,11 +564,7 @@ class RedisFrontier:
 
     def leave(self) -> int:
         """Hand back everything this worker holds and deregister it."""
-        if self.split is not None:
-            return self.split.leave()
-        return int(self.run_script(
-            "LEAVE", [self._lease_key, self.keys.seq, self.keys.workers, self.keys.seeding],
-            [self.worker_id], "hand back leased requests"))
+        return self.spans.leave()
 
     def record_outcome(self, outcome: dict[str, Any]) -> None:
         """How this worker's run ended (reason, pages, error...), for launchers to read."""
@@ -612,8 +644,29 @@ class RedisFrontier:
                               duplicates=duplicates, report=report)
             last.pushed = flags + last.pushed
             return last
+        result = self._flush_once(pushes, acks, invalid, pop, held, wait=wait,
+                                  feed_bad=feed_bad, duplicates=duplicates, report=report)
+        tries = 0
+        while result.more and len(result.popped) < pop and tries < MORE_TRIES:
+            # ready work in queues the pop did not declare: ask again, declaring them
+            tries += 1
+            more = self._flush_once((), (), (), pop - len(result.popped),
+                                    {*held, *(i for i, _ in result.popped)}, wait=wait,
+                                    feed_bad=0, duplicates=0, report=None)
+            result.popped += more.popped
+            result.junk += more.junk
+            result.next_due, result.pending, result.more = more.next_due, more.pending, more.more
+        return result
+
+    def _flush_once(self, pushes: Sequence[PushEntry], acks: Collection[str],
+                    invalid: Collection[str], pop: int, held: Collection[str], *, wait: bool,
+                    feed_bad: int, duplicates: int, report: ReportDelta | None) -> FlushResult:
+        """One FLUSH script (with the report before it, in one round trip)."""
         head: list[Any] = [self.crawl_id, len(pushes), len(acks), len(invalid), pop,
                            self.delay_ms, self.worker_id, feed_bad, duplicates]
+        queues: list[str | bytes] = [entry[1] for entry in pushes]
+        if pop:
+            queues += self._ready_hints
         tail: list[Any] = []
         for fp, slot, priority, blob in pushes:
             tail += [fp, slot, max(-MAX_PRIORITY, min(MAX_PRIORITY, priority)), blob]
@@ -631,13 +684,13 @@ class RedisFrontier:
             try:
                 if reporting is None:
                     return self._script("FLUSH", [*keys, *blocks],
-                                        [*head, *self.seen.view_args(), *tail])
+                                        [*head, *self.seen.view_args(), *tail], queues=queues)
                 # the worker's counters go first, in the same round trip: whatever this
                 # flush acknowledges is counted, even if the worker dies right after
                 pipe = self.client.pipeline(transaction=False)
                 self._script("REPORT", *reporting, client=pipe)
                 self._script("FLUSH", [*keys, *blocks], [*head, *self.seen.view_args(), *tail],
-                             client=pipe)
+                             client=pipe, queues=queues)
                 taken, reply = pipe.execute(raise_on_error=False)
                 if isinstance(reply, Exception):
                     raise reply  # it did nothing (the report, numbered, may go again)
@@ -659,29 +712,35 @@ class RedisFrontier:
                 raise
 
         reply = self._seen_call(run, "update the frontier", bool(pushes), wait=wait)
-        result = self._read_flush(reply, len(pushes))
+        result = self._read_flush(reply, len(pushes), pop > 0)
         result.reported = bool(reported) or (report is not None and reporting is None)
+        if result.hints is not None:
+            self._ready_hints = result.hints
         if self._reconcile and pop:
             # a pop whose answer was lost may have leased ids nobody here knows of
             self._reconcile = False
             self._hand_back_unknown({*held, *(i for i, _ in result.popped)}, wait=wait)
         return result
 
-    def _read_flush(self, reply: list[Any], pushes: int) -> FlushResult:
-        """A FLUSH script's answer; :class:`CrawlLost` when the crawl's data is gone."""
+    def _read_flush(self, reply: list[Any], pushes: int, asked: bool) -> FlushResult:
+        """A FLUSH script's answer (``asked``: it had a pop); :class:`CrawlLost` when the
+        crawl's data is gone."""
         if reply[0] == b"done":
             return FlushResult([False] * pushes, [], finished=True)
         if reply[0] == b"lost":
             raise CrawlLost(self._lost_message(_text(reply[1]) and "replaced by another crawl"
                                                or "the crawl state is gone"))
-        _, flags, flat, due_ms, lost, junk, pending = reply
+        if reply[0] == b"undeclared":
+            raise FrontierFault(f"a push's queue was not declared to FLUSH: {_text(reply[1])!r}")
+        _, flags, flat, due_ms, lost, junk, pending, hints, more = reply
         popped = [(flat[i].decode("ascii"), flat[i + 1]) for i in range(0, len(flat), 2)]
         if lost:
             raise CrawlLost(self._lost_message(
                 f"{len(lost)} queued requests have no stored payload (evicted?)"))
         return FlushResult([bool(x) for x in flags], popped,
                            None if due_ms < 0 else due_ms / 1000, [_text(j) for j in junk],
-                           int(pending))
+                           int(pending), hints=_slots(hints) if asked else None,
+                           more=bool(more))
 
     # --- the seen-set (seenset.py) ------------------------------------------------
 
@@ -784,41 +843,30 @@ class RedisFrontier:
             return 0
         if self.split is not None:
             return self.split.requeue(ids, wait=wait)
-        return int(self.call(
-            lambda: self._script("REQUEUE", [self._lease_key, self.keys.seq], list(ids)),
-            "requeue requests", wait=wait,
-        ))
+        return self.spans.requeue_in({0: list(ids)}, wait=wait)
 
     # --- liveness and the end of the crawl -----------------------------------------
 
     def reclaim(self, *, wait: bool = True) -> list[tuple[str, int]]:
         """Give the leases of workers with stale heartbeats back to the queue."""
-        if self.split is not None:
-            return self.split.reclaim(wait=wait)
-        flat = self.call(
-            lambda: self._script(
-                "RECLAIM",
-                [self.keys.workers, self.keys.seeding, self.keys.seq, self.keys.state],
-                [self.keys.lease_prefix, self.lease_timeout_ms],
-            ),
-            "reclaim dead workers' requests", wait=wait,
-        )
-        return [(_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return self.spans.reclaim(wait=wait)
 
     def check_finished(self, *, keep_alive: bool = False, wait: bool = True) -> FinishCheck:
         """Whether the crawl is done (and mark it so); raises :class:`CrawlLost` when its
         data is gone, :class:`CrawlFailed` when another worker marked it failed."""
         if self.split is not None:
             return self.split.check_finished(keep_alive=keep_alive, wait=wait)
-        raw = self.call(
-            lambda: self._script(
+        def run() -> list[Any]:
+            # the workers on record, read first: the script takes their leases in KEYS
+            workers = [_text(w) for w in self.client.zrange(self.keys.workers, 0, -1)]
+            return self._script(
                 "CHECK_FINISHED",
-                [self.keys.workers, self.keys.seeding, self.keys.state],
+                [self.keys.workers, self.keys.seeding, self.keys.state,
+                 *(self.keys.lease(w) for w in workers)],
                 [self.lease_timeout_ms, self.worker_id, "1" if keep_alive else "0",
-                 self.crawl_id or "", self.keys.lease_prefix],
-            ),
-            "check whether the crawl is finished", wait=wait,
-        )
+                 self.crawl_id or "", self.keys.lease_prefix])
+
+        raw = self.call(run, "check whether the crawl is finished", wait=wait)
         status, detail = _text(raw[0]), _text(raw[5])
         if status == "lost":
             raise CrawlLost(self._lost_message(detail))
@@ -892,6 +940,24 @@ def _by_size(pushes: Sequence[T], limit: int,
             start, size = i, size_of(entry) + 64
     chunks.append(pushes[start:])
     return chunks
+
+
+def _slots(packed: bytes) -> list[bytes]:
+    """A FLUSH answer's hints: a msgpack array of slots (an empty Lua table packs as a map)."""
+    slots = msgpack.unpackb(packed, raw=True)
+    return [s for s in slots if isinstance(s, bytes)] if isinstance(slots, list) else []
+
+
+def lease_slots(entries: Iterable[Any]) -> set[bytes]:
+    """The download slots of lease entries ("<score> <slot>"): the queues a script that
+    hands them back must declare. Junk (no slot) is left to the script to drop."""
+    slots = set()
+    for entry in entries:
+        if isinstance(entry, bytes):
+            _, sep, slot = entry.partition(b" ")
+            if sep:
+                slots.add(slot)
+    return slots
 
 
 def _untrusted_certificate(exc: BaseException) -> bool:

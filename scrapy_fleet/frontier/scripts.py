@@ -2,23 +2,33 @@
 
 Data model (see README "Redis key schema"): a request is an id (from ``seq``) whose
 encoded bytes are in ``payload``; the id waits in its download slot's queue ``q:<slot>``
-(a ZSET scored ``-priority * 2^40 + id``: priority first, FIFO within a priority). A slot
-with queued ids is in exactly one place: ``ready`` (scored by its head, so the best
-request of all ready slots is ZRANGE 0 0), ``delayed`` (scored by the time its politeness
-delay ends), or neither while ``cap`` of its requests are in flight. A popped id moves to
-its worker's ``lease:<worker>`` HASH (id -> "score slot") until acknowledged.
+(a ZSET scored ``-priority * 2^40 + id``: priority first, FIFO within a priority).
+``heads`` records each non-empty queue's head score, so a slot is scheduled without
+reading its queue. A slot with queued ids is in exactly one
+place: ``ready`` (scored by its head, so the best request of all ready slots is ZRANGE 0
+0), ``delayed`` (scored by the time its politeness delay ends), or neither while ``cap``
+of its requests are in flight. A popped id moves to its worker's ``lease:<worker>`` HASH
+(id -> "score slot") until acknowledged.
 
-Every script takes the same leading KEYS and ARGV, used by the shared helpers:
+Every key a script touches is declared in KEYS; no script builds a key name. Every
+script takes the same leading KEYS and ARGV, used by the shared helpers, and the same
+trailing KEYS:
   KEYS[1] ready  KEYS[2] delayed  KEYS[3] nextok  KEYS[4] inflight  KEYS[5] stats
-  KEYS[6] payload
-  ARGV[1] queue key prefix ("...:q:")   ARGV[2] in-flight cap per slot
+  KEYS[6] payload  ...the script's own...  heads  q:<slot> x Q (``K.last`` is the index
+  of the script's own last key)
+  ARGV[1] "<Q> <queue key prefix>"   ARGV[2] in-flight cap per slot
+The Q queues are those the caller knows the call may touch: its pushes' slots, the slots
+of the leases it hands back, the slots a pop may lease from (the last answer's hints). A
+queue that was not declared is left alone: a pop leases from declared queues only, and a
+lease whose queue was not declared stays leased (counted as ``missing``: the caller reads
+the leases' slots again and retries).
 Time is Redis server time (TIME), so workers on machines with skewed clocks agree.
 Stats ``pending`` and ``leased`` are gauges kept exact by these scripts alone.
 
 Anything in Redis may have been written by another tool (or an adversary), so the
 scripts never trust what they read: numbers are parsed with ``num()`` (junk reads as a
 default), counters are bumped with ``incr()`` (a junk counter is reset and counted in
-``stats.corrupt``; junk gauges are recounted from the queues at the start of a script),
+``stats.corrupt``; junk gauges are recounted from ``payload`` and ``inflight`` at the start of a script),
 queue members that are not ids this frontier issued are dropped and counted in
 ``stats.invalid``, and malformed lease entries are dropped and counted. So a script never
 stops half-way through its writes on bad data: it either validates and runs to the end,
@@ -35,8 +45,15 @@ from __future__ import annotations
 from scrapy_fleet.frontier.seenset import SEEN_LUA
 
 PRELUDE = r"""
+local nq, qprefix = string.match(ARGV[1], '^(%d+) (.*)$')
+nq = tonumber(nq)
 local K = {ready = KEYS[1], delayed = KEYS[2], nextok = KEYS[3], inflight = KEYS[4],
-           stats = KEYS[5], payload = KEYS[6], qprefix = ARGV[1], cap = tonumber(ARGV[2])}
+           stats = KEYS[5], payload = KEYS[6], heads = KEYS[#KEYS - nq],
+           last = #KEYS - nq - 1, cap = tonumber(ARGV[2])}
+-- the declared queues, by slot (a queue key's slot is what follows the prefix)
+local Q = {}
+local slot_at = #qprefix + 1
+for i = #KEYS - nq + 1, #KEYS do Q[string.sub(KEYS[i], slot_at)] = KEYS[i] end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -77,50 +94,82 @@ local function incr(key, field, n)
   return n
 end
 
--- The pending/leased gauges, recounted from the queues if either holds junk. Called at
--- the start of the scripts that move them, before any other write.
+-- A slot's queue head as `heads` records it (nil: nothing queued); junk reads as "0" (the
+-- slot is scheduled, and the pop that reads its queue repairs the entry).
+local function head_of(slot)
+  local h = redis.call('HGET', K.heads, slot)
+  if not h then return nil end
+  if num(h, nil) == nil then return '0' end
+  return h
+end
+
+-- Record a declared queue's head in `heads` after a pop from it; returns the head's
+-- score (nil: the queue is empty).
+local function sync_head(slot)
+  local head = redis.call('ZRANGE', Q[slot], 0, 0, 'WITHSCORES')
+  if #head == 0 then
+    redis.call('HDEL', K.heads, slot)
+    return nil
+  end
+  redis.call('HSET', K.heads, slot, head[2])
+  return head[2]
+end
+
+-- The pending/leased gauges, recounted if either holds junk: every stored payload is of a
+-- request queued or leased, and `inflight` counts the leased. Called at the start of the
+-- scripts that move them, before any other write.
 local function check_gauges()
   local g = redis.call('HMGET', K.stats, 'pending', 'leased')
   if (not g[1] or is_int(g[1])) and (not g[2] or is_int(g[2])) then return end
-  local slots, pending, leased = {}, 0, 0
-  for _, key in ipairs({K.ready, K.delayed}) do
-    for _, slot in ipairs(redis.call('ZRANGE', key, 0, -1)) do slots[slot] = true end
-  end
+  local leased = 0
   local flat = redis.call('HGETALL', K.inflight)
-  for i = 1, #flat, 2 do
-    slots[flat[i]] = true
-    leased = leased + math.max(0, num(flat[i + 1], 0))
-  end
-  for slot in pairs(slots) do pending = pending + redis.call('ZCARD', K.qprefix .. slot) end
+  for i = 2, #flat, 2 do leased = leased + math.max(0, num(flat[i], 0)) end
+  local pending = math.max(0, redis.call('HLEN', K.payload) - leased)
   redis.call('HSET', K.stats, 'pending', pending, 'leased', leased)
   incr(K.stats, 'corrupt', 1)
 end
 
 -- Put a slot where it belongs: in `ready` if it has queued ids, is under its in-flight
 -- cap and its delay is over; in `delayed` if only the delay holds it back.
-local function schedule_slot(slot, now)
+local function schedule_slot(slot, now, head)
   if redis.call('ZSCORE', K.ready, slot) or redis.call('ZSCORE', K.delayed, slot) then
     return
   end
-  local head = redis.call('ZRANGE', K.qprefix .. slot, 0, 0, 'WITHSCORES')
-  if #head == 0 then return end
+  head = head or head_of(slot)
+  if not head then return end
   if num(redis.call('HGET', K.inflight, slot), 0) >= K.cap then return end
   local ok = num(redis.call('HGET', K.nextok, slot), 0)
   if ok > now then
     redis.call('ZADD', K.delayed, ok, slot)
     incr(K.stats, 'politeness/delayed', 1)  -- work held back by politeness
   else
-    redis.call('ZADD', K.ready, head[2], slot)
+    redis.call('ZADD', K.ready, head, slot)
   end
 end
 
--- A slot whose queue head changed while it sat in `ready`: re-score it, or drop it.
+-- A declared queue whose head changed while its slot sat in `ready`: re-score it, or drop
+-- it. Returns the head's score (nil: the queue is empty).
 local function rescore_ready(slot)
-  local head = redis.call('ZRANGE', K.qprefix .. slot, 0, 0, 'WITHSCORES')
-  if #head == 0 then
-    redis.call('ZREM', K.ready, slot)
+  local head = sync_head(slot)
+  if head then
+    redis.call('ZADD', K.ready, head, slot)
   else
-    redis.call('ZADD', K.ready, head[2], slot)
+    redis.call('ZREM', K.ready, slot)
+  end
+  return head
+end
+
+-- A declared queue that gained ids (pushed, handed back), the best of them scored
+-- `score`: its head recorded, its slot re-scored in `ready` or put where it belongs.
+local function queue_grew(slot, score, now)
+  local old = head_of(slot)
+  if old and tonumber(old) <= score then return schedule_slot(slot, now, old) end
+  local head = string.format('%.17g', score)
+  redis.call('HSET', K.heads, slot, head)
+  if redis.call('ZSCORE', K.ready, slot) then
+    redis.call('ZADD', K.ready, head, slot)
+  else
+    schedule_slot(slot, now, head)
   end
 end
 
@@ -147,14 +196,7 @@ end
 -- Every queue put where it belongs: one outside `ready`/`delayed` is a bug or junk
 -- (rare: only looked for when the gauges disagree with empty queues).
 local function reschedule_all(now)
-  local cursor = '0'
-  repeat
-    local page = redis.call('SCAN', cursor, 'MATCH', K.qprefix .. '*', 'COUNT', 1000)
-    cursor = page[1]
-    for _, key in ipairs(page[2]) do
-      schedule_slot(string.sub(key, #K.qprefix + 1), now)
-    end
-  until cursor == '0'
+  for _, slot in ipairs(redis.call('HKEYS', K.heads)) do schedule_slot(slot, now) end
 end
 
 -- A variadic command over a long argument list, in chunks (Lua's unpack is bounded).
@@ -227,12 +269,14 @@ local function read_seq(seq_key)
 end
 
 -- Move one leased id back to its slot's queue; returns 1 if it was leased. A junk entry
--- (bad format, or an id never issued) is dropped and counted, gauges untouched.
+-- (bad format, or an id never issued) is dropped and counted, gauges untouched. A lease
+-- whose queue was not declared stays as it is; returns nil.
 local function requeue(lease_key, id, now, seq)
   local entry = redis.call('HGET', lease_key, id)
   if not entry then return 0 end
-  redis.call('HDEL', lease_key, id)
   local score, slot = parse_lease(entry)
+  if score and not Q[slot] then return nil end
+  redis.call('HDEL', lease_key, id)
   local blob, why = nil, 'junk'
   if score then blob, why = payload_of(id, seq) end
   if not blob then
@@ -246,21 +290,25 @@ local function requeue(lease_key, id, now, seq)
     end
     return 0
   end
-  redis.call('ZADD', K.qprefix .. slot, string.format('%.17g', score), id)
+  redis.call('ZADD', Q[slot], string.format('%.17g', score), id)
   release_slot(slot, 1)
-  schedule_slot(slot, now)
+  queue_grew(slot, score, now)
   incr(K.stats, 'pending', 1)
   incr(K.stats, 'leased', -1)
   return 1
 end
 
 -- Hand `ids` of one lease hash back to their queues; counted under `field` (requeued,
--- reclaimed). Returns how many went back.
+-- reclaimed). Returns how many went back, and how many stayed leased because their
+-- queue was not declared.
 local function requeue_all(lease_key, ids, seq_key, field)
-  local now, seq, n = now_ms(), read_seq(seq_key), 0
-  for _, id in ipairs(ids) do n = n + requeue(lease_key, id, now, seq) end
+  local now, seq, n, missing = now_ms(), read_seq(seq_key), 0, 0
+  for _, id in ipairs(ids) do
+    local back = requeue(lease_key, id, now, seq)
+    if back then n = n + back else missing = missing + 1 end
+  end
   if n > 0 then incr(K.stats, field, n) end
-  return n
+  return n, missing
 end
 
 """
@@ -284,16 +332,24 @@ end
 #            then A acked ids, then I ids of entries the worker could not decode.
 # Returns {"ok", {1 enqueued / 0 duplicate per push}, {id1, payload1, ...},
 #          ms until the first delayed slot comes due (-1: none), ids found lost,
-#          queue members dropped as junk (never issued by this frontier), pending gauge}
+#          queue members dropped as junk (never issued by this frontier), pending gauge,
+#          hints: the slots the next pop should declare (the first ready ones, then the
+#          first delayed; a msgpack array), 1 if ready work was left because its queue was
+#          not declared}
 #      or {"lost", state id found ("" if none)} having changed nothing,
 #      or {"done"} having changed nothing: pushes into a finished crawl would never run
 #      (a keep-alive crawl ended by its idle timeout; the feeder gives its entries back),
 #      or into a partition sealed while the end of a split crawl is decided,
 #      or {"stale"} having changed nothing: the worker's view of the seen-set (ARGV[12],
-#      ARGV[13], KEYS[14..]) is out of date; it reads the seen-set again and retries.
+#      ARGV[13], KEYS[14..]) is out of date; it reads the seen-set again and retries,
+#      or {"undeclared", slot} having changed nothing: a push's queue was not declared (a
+#      bug of the caller).
 FLUSH = PRELUDE + SEEN_LUA + r"""
 local state = redis.call('HMGET', KEYS[12], 'id', 'status', 'sealed')
 if state[1] ~= ARGV[3] then return {'lost', state[1] or ''} end
+for g = 0, tonumber(ARGV[4]) - 1 do
+  if not Q[ARGV[15 + 4 * g]] then return {'undeclared', ARGV[15 + 4 * g]} end
+end
 if tonumber(ARGV[4]) > 0 and (state[2] == 'done' or sealed(state[3])) then return {'done'} end
 -- the push's seen-set check, planned before anything is written: a stale view of the
 -- seen-set changes nothing
@@ -348,14 +404,8 @@ if P > 0 then
     end
     call_many('HSET', K.payload, payloads)
     for slot, members in pairs(by_slot) do
-      call_many('ZADD', K.qprefix .. slot, members)
-      -- a better head lowers the slot's score in `ready`; otherwise place the slot
-      local current = redis.call('ZSCORE', K.ready, slot)
-      if not current then
-        schedule_slot(slot, now)
-      elseif best[slot] < tonumber(current) then
-        redis.call('ZADD', K.ready, string.format('%.17g', best[slot]), slot)
-      end
+      call_many('ZADD', Q[slot], members)
+      queue_grew(slot, best[slot], now)  -- a better head re-scores the slot; else it is placed
     end
     incr(K.stats, 'pending', added)
     incr(K.stats, 'enqueued', added)
@@ -402,10 +452,11 @@ for part = 1, 2 do
   end
 end
 
--- 3. lease up to n requests: the best-scored head among ready slots, one at a time,
--- honouring each slot's delay and in-flight cap; also the worker's heartbeat
-local out, lost, junk = {}, {}, {}
-local due = -1
+-- 3. lease up to n requests: the best-scored head among the ready slots whose queues
+-- were declared, one at a time, honouring each slot's delay and in-flight cap; also the
+-- worker's heartbeat. The answer names the slots the next pop should declare.
+local out, lost, junk, hints = {}, {}, {}, {}
+local due, more = -1, 0
 if n > 0 then
   local delay, worker = tonumber(ARGV[8]), ARGV[9]
   if worker ~= '' then redis.call('ZADD', KEYS[10], now, worker) end
@@ -415,16 +466,22 @@ if n > 0 then
   end
   local seq = read_seq(KEYS[7])
   local overrides = redis.call('EXISTS', KEYS[11]) == 1
-  local leases, taken, budget = {}, 0, n + 1000  -- bounded, however much junk is queued
-  while taken < n and budget > 0 do
+  -- the best ready slot whose queue was declared, one at a time: those ahead of it whose
+  -- queues were not stay where they are (`skip` of them), and the answer says so
+  local hint_count = math.max(32, 2 * n)
+  local leases, taken, budget, skip = {}, 0, n + 1000, 0  -- bounded, however much junk
+  while taken < n and budget > 0 and skip < hint_count do
     budget = budget - 1
-    local top = redis.call('ZRANGE', K.ready, 0, 0)
+    local top = redis.call('ZRANGE', K.ready, skip, skip)
     if #top == 0 then break end
     local slot = top[1]
-    local q = K.qprefix .. slot
-    local popped = redis.call('ZPOPMIN', q)
-    if #popped == 0 then
+    local q = Q[slot]
+    local popped = q and redis.call('ZPOPMIN', q)
+    if not q then
+      skip = skip + 1
+    elseif #popped == 0 then
       redis.call('ZREM', K.ready, slot)
+      redis.call('HDEL', K.heads, slot)
     else
       local id = popped[1]
       local blob, why = payload_of(id, seq)
@@ -451,15 +508,15 @@ if n > 0 then
         if overrides then d = num(redis.call('HGET', KEYS[11], slot), delay) end
         if d > 0 then redis.call('HSET', K.nextok, slot, now + d) end
         -- the slot was in `ready`: move it on to where it belongs now
-        local head = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
-        if #head == 0 or inflight >= K.cap then
+        local head = sync_head(slot)
+        if not head or inflight >= K.cap then
           redis.call('ZREM', K.ready, slot)
         elseif d > 0 then
           redis.call('ZREM', K.ready, slot)
           redis.call('ZADD', K.delayed, now + d, slot)
           incr(K.stats, 'politeness/delayed', 1)
         else
-          redis.call('ZADD', K.ready, head[2], slot)
+          redis.call('ZADD', K.ready, head, slot)
         end
       end
     end
@@ -472,8 +529,16 @@ if n > 0 then
   end
   local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
   if #first > 0 then due = math.max(0, tonumber(first[2]) - now) end
+  -- what the next pop should declare: the best ready slots, then the first to come due
+  -- (one msgpack array: cheaper to read than as many replies)
+  hints = redis.call('ZRANGE', K.ready, 0, hint_count - 1)
+  if taken < n and skip > 0 then more = 1 end
+  for _, slot in ipairs(redis.call('ZRANGE', K.delayed, 0, math.max(16, n) - 1)) do
+    hints[#hints + 1] = slot
+  end
 end
-return {'ok', pushed, out, due, lost, junk, num(redis.call('HGET', K.stats, 'pending'), 0)}
+return {'ok', pushed, out, due, lost, junk, num(redis.call('HGET', K.stats, 'pending'), 0),
+        cmsgpack.pack(hints), more}
 """
 
 # Make the crawl's seen-set if it has none, repair junk in its HASH, and describe it
@@ -500,56 +565,13 @@ return {'ok', out}
 """
 
 # Hand some leased ids back to the queue (leases lost in a failed round trip).
-# KEYS[7] lease:<worker>  KEYS[8] seq   ARGV[3..] ids.   Returns how many went back.
+# KEYS[7] lease:<worker>  KEYS[8] seq   ARGV[3..] ids.
+# Returns {how many went back, how many stayed leased (queue not declared)}.
 REQUEUE = PRELUDE + r"""
 check_gauges()
 local ids = {}
 for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end  -- not unpack(): its size is bounded
-return requeue_all(KEYS[7], ids, KEYS[8], 'requeued')
-"""
-
-# A worker leaves: all its leases back to the queue, and it is no longer a worker. One
-# script, no MULTI: Redis 6.2 refuses every command of a MULTI when out of memory, and a
-# worker that deregistered without handing back its leases would orphan them.
-# KEYS[7] lease:<worker>  KEYS[8] seq  KEYS[9] workers  KEYS[10] seeding  ARGV[3] worker id
-# Returns how many went back.
-LEAVE = PRELUDE + r"""
-check_gauges()
-local n = requeue_all(KEYS[7], redis.call('HKEYS', KEYS[7]), KEYS[8], 'requeued')
-redis.call('ZREM', KEYS[9], ARGV[3])
-redis.call('SREM', KEYS[10], ARGV[3])
-return n
-"""
-
-# Give the leases of dead workers (no heartbeat for ARGV[4] ms) back to the queue.
-# A `workers` entry with a heartbeat in the future (not written by HEARTBEAT: junk) is
-# dropped, so it cannot pass for a live worker forever.
-# When it reclaims a worker, ``state.reclaimed_at`` records when: a worker that took start
-# entries (a RedisSpider's) holds them under a lease that may outlive its heartbeat's by up
-# to a heartbeat interval, and CHECK_FINISHED waits that lease out before ending a crawl.
-# KEYS[7] workers  KEYS[8] seeding  KEYS[9] seq  KEYS[10] state   ARGV[3] lease key prefix
-# ARGV[4] lease timeout ms.   Returns a flat list: dead worker, its requests reclaimed, ...
-RECLAIM = PRELUDE + r"""
-check_gauges()
-local now = now_ms()
-local timeout = tonumber(ARGV[4])
-local out = {}
-local future = redis.call('ZRANGEBYSCORE', KEYS[7], '(' .. (now + timeout), '+inf')
-if #future > 0 then
-  call_many('ZREM', KEYS[7], future)
-  incr(K.stats, 'corrupt', #future)
-end
-for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now - timeout)) do
-  local lease_key = ARGV[3] .. w
-  local n = requeue_all(lease_key, redis.call('HKEYS', lease_key), KEYS[9], 'reclaimed')
-  redis.call('DEL', lease_key)
-  redis.call('ZREM', KEYS[7], w)
-  redis.call('SREM', KEYS[8], w)
-  out[#out + 1] = w
-  out[#out + 1] = n
-end
-if #out > 0 then redis.call('HSET', KEYS[10], 'reclaimed_at', now) end
-return out
+return {requeue_all(KEYS[7], ids, KEYS[8], 'requeued')}
 """
 
 # Is the crawl finished? Decided on the queues themselves, not only on the gauges: no
@@ -557,9 +579,10 @@ return out
 # nothing is ready, so a count left behind by junk cannot hold the crawl open), no live
 # worker still seeding, and the start requests fed at least once. Gauges that disagree
 # with empty queues are either junk (below 0: reset) or lost work (above 0: "lost").
-# KEYS[7] workers  KEYS[8] seeding  KEYS[9] state
+# KEYS[7] workers  KEYS[8] seeding  KEYS[9] state  KEYS[10..] lease:<worker> of the workers
+# on record (as the caller read them: one that joined since is taken as busy)
 # ARGV[3] lease timeout ms  ARGV[4] this worker  ARGV[5] "1" = this worker is keep-alive
-# ARGV[6] crawl id  ARGV[7] lease key prefix
+# ARGV[6] crawl id  ARGV[7] lease key prefix (to read a worker from its lease key)
 # A keep-alive crawl (``state.keep_alive``, set by any keep-alive worker that opened it, or
 # this worker's ARGV[5]) is never done when idle, unless ``state.idle_timeout`` (ms) is
 # set: then it is done once it has been idle that long (``state.idle_since``, which FLUSH
@@ -598,9 +621,11 @@ end
 if has_queued() then return busy() end
 -- nothing ready: recount what is in flight from the leases of the workers on record
 if redis.call('EXISTS', K.inflight) == 1 then
-  local counts, total = {}, 0
+  local counts, total, declared = {}, 0, {}
+  for i = 10, K.last do declared[string.sub(KEYS[i], #ARGV[7] + 1)] = KEYS[i] end
   for _, w in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
-    total = total + count_leases(ARGV[7] .. w, counts)
+    if not declared[w] then return busy() end
+    total = total + count_leases(declared[w], counts)
   end
   fix_inflight(counts, now)
   if total > 0 or has_queued() then return busy() end
@@ -662,19 +687,33 @@ return 1
 # ARGV[1] started_at  ARGV[2] a new crawl id  ARGV[3] spider class ("" = none)
 # ARGV[4] partitions of a new crawl. A crawl made before partitions has one.
 # Returns {the crawl's id (the new one, or the one it already had), its partitions,
-#          "1" if its partitions are marked as its own (partitions.py), else ""}.
+#          "1" if its partitions are marked as its own (partitions.py), else "",
+#          "1" if its queues are recorded in `heads`, else "" (a crawl made before
+#          `heads`: RECORD_HEADS, then the caller marks it)}.
 CREATE = r"""
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSETNX', KEYS[1], 'partitions', '1')
 else
-  redis.call('HSET', KEYS[1], 'partitions', ARGV[4])
+  redis.call('HSET', KEYS[1], 'partitions', ARGV[4], 'heads', '1')
 end
 redis.call('HSETNX', KEYS[1], 'status', 'running')
 redis.call('HSETNX', KEYS[1], 'started_at', ARGV[1])
 redis.call('HSETNX', KEYS[1], 'id', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSETNX', KEYS[1], 'spider', ARGV[3]) end
-local s = redis.call('HMGET', KEYS[1], 'id', 'partitions', 'claimed')
-return {s[1], s[2], s[3] or ''}
+local s = redis.call('HMGET', KEYS[1], 'id', 'partitions', 'claimed', 'heads')
+return {s[1], s[2], s[3] or '', s[4] or ''}
+"""
+
+# Record the head and length of each declared queue in `heads` (a crawl made before
+# `heads` existed, its queues found by the caller's SCAN), and put its slot where it
+# belongs. Safe to run again.   Returns how many queues were recorded.
+RECORD_HEADS = PRELUDE + r"""
+local now, n = now_ms(), 0
+for slot in pairs(Q) do
+  if sync_head(slot) then n = n + 1 end
+  schedule_slot(slot, now)
+end
+return n
 """
 
 # A worker starts ("start") or stops feeding start requests, having fed them all ("done":

@@ -586,7 +586,7 @@ local function seen_prepare(meta, legacy, first_block, mode, layers, fps)
     plan.count = seen_int(redis.call('HGET', meta, 'n' .. (nl - 1)), 0, 2 ^ 50) or 0
     local blocks = {}  -- [layer + 1][block + 1] = its key
     for l = 1, nk do blocks[l] = {} end
-    for i = first_block, #KEYS do
+    for i = first_block, K.last do
       local l, b = string.match(KEYS[i], ':(%d+):(%d+)$')
       l = tonumber(l)
       if l and l < nk then blocks[l + 1][tonumber(b) + 1] = KEYS[i] end

@@ -205,7 +205,7 @@ local keep = {}
 for i = 8, #ARGV do keep[ARGV[i]] = true end
 
 local function finished(slot)
-  if redis.call('EXISTS', K.qprefix .. slot) == 1 or redis.call('HEXISTS', K.inflight, slot) == 1
+  if redis.call('HEXISTS', K.heads, slot) == 1 or redis.call('HEXISTS', K.inflight, slot) == 1
       or redis.call('ZSCORE', K.ready, slot) or redis.call('ZSCORE', K.delayed, slot) then
     return false
   end
