@@ -144,12 +144,17 @@ class LocalCluster:
         self.ports.append(port)
         self.wait_ok()
         # rebalance refuses while the nodes' views differ ("Nodes don't agree about
-        # configuration!"): gossip needs a moment to spread the new node
+        # configuration!", or a source "doesn't know about node" the new one): gossip
+        # needs a moment to spread the new node to every node
+        new_id = redis.Redis(port=port).cluster("myid")
+        new_id = new_id.decode() if isinstance(new_id, bytes) else new_id
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             check = subprocess.run([self.cli, "--cluster", "check", seed], capture_output=True,
                                    text=True, timeout=START_TIMEOUT)
-            if check.returncode == 0:
+            if check.returncode == 0 and all(
+                    new_id in str(redis.Redis(port=p).execute_command("CLUSTER NODES"))
+                    for p in self.ports):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the cluster never agreed on its new node: {check.stdout}")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from cluster import LocalCluster, cluster_ports
-from conftest import Fleet, crawl_hosts, fleet_args, fp, make_project, scrapy_args, wait_for
+from conftest import WAIT, Fleet, crawl_hosts, fleet_args, fp, make_project, scrapy_args, wait_for
 from local_site import Host, LinkedSite, PoliteSite
 from tls_proxy import TlsProxy
 from scrapy_fleet.frontier.keys import CrawlKeys
@@ -174,6 +176,69 @@ def test_a_crawl_stopped_resharded_onto_a_new_master_and_resumed_loses_nothing(
             second.flush(acks=[lease for lease, _ in popped])
         assert sorted(got) == sorted(b"r%d" % n for n in range(400))
         assert second.status()["state"]["status"] == "done"
+    finally:
+        nodes.stop()
+
+
+def test_a_crawl_resharded_onto_a_new_master_while_it_runs_loses_nothing(tmp_path: Path, key_prefix):
+    """Every key a script touches is in KEYS, so Redis itself guards a slot while it
+    migrates: a script whose keys are split between two masters is refused (TRYAGAIN, ASK)
+    and retried. Two workers lease, crawl (a child pushed for each start request) and
+    acknowledge, slowly, while a 4th master joins and takes a share of the slots with
+    their keys; then they finish: every request leased and acknowledged once."""
+    nodes = LocalCluster(tmp_path / "live", cluster_ports(4)[:3])
+    spare = cluster_ports(1)[0]
+    nodes.start()
+    try:
+        keys = CrawlKeys(key_prefix, "spider")
+        seeder = RedisFrontier(connect(nodes.urls[0]), keys, "seed", url=nodes.urls[0])
+        seeder.open(fresh=True)
+        seeder.set_seeding(True)
+        hosts = [f"host{n}.example" for n in range(64)]
+        starts = 600
+        seeder.flush([(fp(n), hosts[n % 64], 0, b"r%d" % n) for n in range(starts)])
+        seeder.set_seeding(False)
+        got: list[bytes] = []
+        moved, errors = threading.Event(), []
+
+        def work(name: str, url: str) -> None:
+            try:
+                f = RedisFrontier(connect(url), keys, name, url=url, retry_timeout=60)
+                f.open(fresh=False)
+                acks: list[str] = []
+                children: list[tuple[bytes, str, int, bytes]] = []
+                while True:
+                    result = f.flush(children, acks=acks, pop=2)
+                    blobs = [blob for _, blob in result.popped]
+                    got.extend(blobs)
+                    acks = [lease for lease, _ in result.popped]
+                    children = [(fp(10_000 + int(b[1:])), hosts[int(b[1:]) % 64], 0, b"c" + b[1:])
+                                for b in blobs if b.startswith(b"r")]
+                    if not blobs and not children:
+                        if f.check_finished().finished:
+                            return
+                    if not moved.is_set():
+                        time.sleep(0.05)  # slowly, so that the crawl outlasts the move
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                errors.append(exc)
+
+        workers = [threading.Thread(target=work, args=(f"w{i}", nodes.urls[i]), daemon=True)
+                   for i in (1, 2)]
+        for thread in workers:
+            thread.start()
+        wait_for(lambda: len(got) >= 20, what="the crawl under way")
+        nodes.add_master(spare)
+        during = len(got)
+        moved.set()
+        for thread in workers:
+            thread.join(WAIT)
+        assert not errors, errors
+        assert during < 2 * starts  # the move happened while the crawl ran
+        assert sorted(got) == sorted([b"r%d" % n for n in range(starts)] +
+                                     [b"c%d" % n for n in range(starts)])
+        new_master = redis.Redis(port=spare)
+        assert sum(1 for _ in new_master.scan_iter(match=keys.partitions_pattern, count=1000)) > 0
+        assert seeder.status()["state"]["status"] == "done"
     finally:
         nodes.stop()
 
