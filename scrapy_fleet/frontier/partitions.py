@@ -84,6 +84,7 @@ class _Call:
     invalid: list[str] = field(default_factory=list)
     pop: int = 0
     counters: tuple[int, int] = (0, 0)  # feed_bad, duplicates
+    declare: list[str] = field(default_factory=list)  # more queues a pop may lease from
 
 
 @dataclass
@@ -226,7 +227,7 @@ class SplitCrawl:
         popped: list[tuple[str, bytes | None]] = []
         junk: list[str] = []
         if pop or ack_calls:
-            answered = self._pop(pop, wait, ack_calls, pushes)
+            answered = self._pop(pop, wait, ack_calls, pushes, push_groups)
             if answered is None:
                 return self._finished(len(pushes))
             popped, junk = answered
@@ -256,9 +257,11 @@ class SplitCrawl:
         self._counted = False
 
     def _pop(self, want: int, wait: bool, calls: list[_Call], pushes: Sequence[PushEntry],
+             pushed: dict[int, list[int]],
              ) -> tuple[list[tuple[str, bytes | None]], list[str]] | None:
         """The acks ``calls``, and leases of up to ``want`` requests: the first partition
-        asked goes in the acks' round, the next ones (when it had too few) one by one."""
+        asked goes in the acks' round, the next ones (when it had too few) one by one.
+        ``pushed``: the flush's pushes by partition, whose queues a pop there names."""
         now = time.monotonic()
         order = [(self._next + k) % self.n for k in range(self.n)]
         self._next = (self._next + 1) % self.n
@@ -282,6 +285,8 @@ class SplitCrawl:
                 asking = _Call(part)
                 calls.append(asking)
             asking.pop = n
+            # the queues this flush just pushed to there have work: the pop names them too
+            asking.declare = [pushes[k][1] for k in pushed.get(part, ())]
             try:
                 results = self._send(calls, pushes, wait)
             except BaseException:
@@ -403,7 +408,7 @@ class SplitCrawl:
                 *seen.block_keys([pushes[n][0] for n in c.members])]
         queues: list[str | bytes] = [pushes[n][1] for n in c.members]
         if c.pop:
-            queues += self._hints[c.part].slots
+            queues += [*c.declare, *self._hints[c.part].slots]
         f._script("FLUSH", keys, [*head, *seen.view_args(), *tail], client=pipe, part=part,
                   queues=queues)
 

@@ -466,20 +466,35 @@ if n > 0 then
   end
   local seq = read_seq(KEYS[7])
   local overrides = redis.call('EXISTS', KEYS[11]) == 1
-  -- the best ready slot whose queue was declared, one at a time: those ahead of it whose
-  -- queues were not stay where they are (`skip` of them), and the answer says so
+  -- the ready slots whose queues were declared, the best first, one at a time; ready
+  -- slots left in queues that were not declared are named in the answer (`more`)
   local hint_count = math.max(32, 2 * n)
-  local leases, taken, budget, skip = {}, 0, n + 1000, 0  -- bounded, however much junk
-  while taken < n and budget > 0 and skip < hint_count do
+  local declared, slots, scores = {}, {}, {}
+  for slot in pairs(Q) do declared[#declared + 1] = slot end
+  for i = 1, #declared, 4000 do
+    local last = math.min(i + 3999, #declared)
+    local found = redis.call('ZMSCORE', K.ready, unpack(declared, i, last))
+    for j = i, last do
+      if found[j - i + 1] then
+        slots[#slots + 1], scores[#slots + 1] = declared[j], tonumber(found[j - i + 1])
+      end
+    end
+  end
+  local leases, taken, budget = {}, 0, n + 1000  -- bounded, however much junk is queued
+  while taken < n and budget > 0 do
     budget = budget - 1
-    local top = redis.call('ZRANGE', K.ready, skip, skip)
-    if #top == 0 then break end
-    local slot = top[1]
-    local q = Q[slot]
-    local popped = q and redis.call('ZPOPMIN', q)
-    if not q then
-      skip = skip + 1
-    elseif #popped == 0 then
+    local at, best = nil, nil
+    for i = 1, #slots do
+      local score = scores[i]
+      if score and (not best or score < best or (score == best and slots[i] < slots[at])) then
+        at, best = i, score
+      end
+    end
+    if not at then break end
+    local slot = slots[at]
+    local popped = redis.call('ZPOPMIN', Q[slot])
+    scores[at] = nil  -- unless still ready, below
+    if #popped == 0 then
       redis.call('ZREM', K.ready, slot)
       redis.call('HDEL', K.heads, slot)
     else
@@ -496,7 +511,7 @@ if n > 0 then
           incr(K.stats, 'lost', 1)
           lost[#lost + 1] = id
         end
-        rescore_ready(slot)
+        scores[at] = num(rescore_ready(slot), nil)
       else
         taken = taken + 1
         out[#out + 1] = id
@@ -517,6 +532,7 @@ if n > 0 then
           incr(K.stats, 'politeness/delayed', 1)
         else
           redis.call('ZADD', K.ready, head, slot)
+          scores[at] = tonumber(head)
         end
       end
     end
@@ -532,7 +548,7 @@ if n > 0 then
   -- what the next pop should declare: the best ready slots, then the first to come due
   -- (one msgpack array: cheaper to read than as many replies)
   hints = redis.call('ZRANGE', K.ready, 0, hint_count - 1)
-  if taken < n and skip > 0 then more = 1 end
+  if taken < n and #hints > 0 then more = 1 end  -- every slot still ready went undeclared
   for _, slot in ipairs(redis.call('ZRANGE', K.delayed, 0, math.max(16, n) - 1)) do
     hints[#hints + 1] = slot
   end
