@@ -468,7 +468,7 @@ if n > 0 then
   local overrides = redis.call('EXISTS', KEYS[11]) == 1
   -- the ready slots whose queues were declared, the best first, one at a time; ready
   -- slots left in queues that were not declared are named in the answer (`more`)
-  local hint_count = math.max(32, 2 * n)
+  local hint_count = n + 16  -- room for slots other workers take meanwhile
   local declared, slots, scores = {}, {}, {}
   for slot in pairs(Q) do declared[#declared + 1] = slot end
   for i = 1, #declared, 4000 do
