@@ -12,7 +12,10 @@ loses a request, each safe to run again after a failure:
   twice would be counted a duplicate; one of ``dont_filter`` would run twice). Leases
   whose answer was lost are handed back after the next pop, as in an unsplit crawl.
 - **pop**: partitions are asked in turn, from a rotating start, skipping for a moment those
-  that just had nothing to lease: none starves, and an idle partition costs little.
+  that just had nothing to lease: none starves, and an idle partition costs little. A pop
+  names the queues it may lease from (scripts.py): the ready slots the partition's last
+  answer listed, and those the same flush pushed to there; one that left ready work in
+  other queues is asked again at once.
 - **reclaim**: the dead workers are read from the control keys, each partition hands
   their leases back, and only then are they forgotten. A crash in between leaves them on
   record, dead, for the next reclaim.
