@@ -409,3 +409,30 @@ def test_a_crawl_made_before_heads_has_its_queues_recorded_when_opened(
     assert leased == 9
     new.set_seeding(False)
     assert new.check_finished().finished
+
+
+@pytest.mark.parametrize("partitions", [1, 4])
+def test_a_dead_worker_whose_id_is_not_utf8_is_reclaimed_and_the_crawl_ends(
+        redis_client, redis_url, key_prefix, partitions):
+    """Worker ids are read as bytes and name their lease keys byte for byte: a junk id
+    (not UTF-8) holding a lease is reclaimed and forgotten, not left to hold the crawl open."""
+    worker = open_frontier(redis_client, redis_url, key_prefix, "w1", partitions=partitions,
+                           lease_timeout=0.3)
+    worker.set_seeding(True)
+    worker.flush([(fp(1), "a.test", 0, b"one")])
+    worker.set_seeding(False)
+    (lease, blob), = worker.flush(pop=1).popped
+    raw = lease.rpartition(":")[2] if partitions > 1 else lease
+    part = worker.part_of("a.test")
+    junk = b"\xff\xfejunk"
+    # the lease moves to a worker whose id is junk, dead (its heartbeat long ago)
+    entry = redis_client.hget(part.lease("w1"), raw)
+    redis_client.hdel(part.lease("w1"), raw)
+    redis_client.hset(part.lease(junk), raw, entry)
+    redis_client.zadd(worker.keys.workers, {junk: 1})
+    assert [n for _, n in worker.reclaim()] == [1]
+    assert redis_client.zscore(worker.keys.workers, junk) is None
+    (_, again), = worker.flush(pop=1).popped
+    assert again == blob
+    worker.flush(acks=[lease.rpartition(":")[0] + ":" + raw if partitions > 1 else raw])
+    assert worker.check_finished().finished

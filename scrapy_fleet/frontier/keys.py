@@ -120,7 +120,11 @@ class PartitionKeys:
     def queue(self, slot: str) -> str:
         return self.queue_prefix + slot
 
-    def lease(self, worker: str) -> str:
+    def lease(self, worker: str | bytes) -> str | bytes:
+        """A worker's lease hash; a worker id read from Redis (bytes) gives the key as
+        bytes, byte for byte, whatever it holds."""
+        if isinstance(worker, bytes):
+            return self.lease_prefix.encode() + worker
         return self.lease_prefix + worker
 
     @property

@@ -274,6 +274,7 @@ class SplitCrawl:
         popped: list[tuple[str, bytes | None]] = []
         junk: list[str] = []
         asked = 0
+        again: set[int] = set()  # asked once more at once, naming the queues they named
         order = order if want else []
         while order:
             part = order.pop(0)
@@ -304,8 +305,11 @@ class SplitCrawl:
                 junk += [self.lease_id(c.part, raw) for raw in result.junk]
                 if c is asking:
                     self._hints[part].exhausted = len(result.popped) < n
-                    if result.more and len(result.popped) < n:
-                        order.insert(0, part)  # ready work it had not declared: again
+                    if result.more and len(result.popped) < n and part not in again:
+                        # ready work in queues it had not declared: again, not counted
+                        again.add(part)
+                        order.insert(0, part)
+                        asked -= 1
             calls = []
         if calls and self._send(calls, pushes, wait) is None:
             return None
@@ -528,8 +532,8 @@ class SplitCrawl:
             logger.warning("Handing back %d leases lost in a failed round trip", len(unknown))
             self.requeue(unknown, wait=wait)
 
-    def _hand_back(self, workers: Sequence[str], field: str,
-                   wait: bool) -> tuple[list[int], set[str]]:
+    def _hand_back(self, workers: Sequence[str | bytes], field: str,
+                   wait: bool) -> tuple[list[int], set[str | bytes]]:
         """Every lease of ``workers`` back to the queues, partition by partition: the
         slots of their leases are read first, so that each script declares the queues it
         touches. Returns the requests handed back per worker, and the workers some of
@@ -577,8 +581,9 @@ class SplitCrawl:
 
     def reclaim(self, *, wait: bool = True) -> list[tuple[str, int]]:
         f = self.f
-        dead = [text(w) for w in self._run("DEAD_WORKERS", [f.keys.workers, f.keys.stats],
-                                           [f.lease_timeout_ms], "find dead workers", wait)]
+        # worker ids as Redis holds them (bytes): a junk id names its keys byte for byte
+        dead = list(self._run("DEAD_WORKERS", [f.keys.workers, f.keys.stats],
+                              [f.lease_timeout_ms], "find dead workers", wait))
         if not dead:
             return []
         counts, kept = self._hand_back(dead, "reclaimed", wait)
@@ -587,7 +592,7 @@ class SplitCrawl:
         if gone:
             self._run("FORGET_WORKERS", [f.keys.workers, f.keys.seeding, f.keys.state],
                       [f.lease_timeout_ms, *gone], "forget dead workers", wait)
-        return list(zip(dead, counts))
+        return [(text(w), n) for w, n in zip(dead, counts)]
 
     # --- the end of the crawl ----------------------------------------------------------
 
@@ -613,7 +618,7 @@ class SplitCrawl:
             self._unseal(range(self.n), "done", wait)
             return FinishCheck("done", 0, 0, 0, 0)
         live, seeders = int(begin[1]), int(begin[2])
-        workers = [text(w) for w in begin[4:]]
+        workers = list(begin[4:])  # bytes: their lease keys byte for byte
         pending = leased = 0
         busy = False
         versions = []
@@ -646,7 +651,7 @@ class SplitCrawl:
         return FinishCheck("running", 0, 0, live, seeders)
 
 
-    def _check_parts(self, workers: Sequence[str], wait: bool) -> list[Any]:
+    def _check_parts(self, workers: Sequence[bytes], wait: bool) -> list[Any]:
         """CHECK_PART on every partition. One that finds more leased than the workers on
         record hold answers "orphans": its other lease hashes are looked for here (SCAN,
         rare) and it is checked again with them and the queues of their leases."""
@@ -668,7 +673,7 @@ class SplitCrawl:
         calls = []
         for i in again:
             part = self.parts[i]
-            on_record = {part.lease(w).encode() for w in workers}
+            on_record = {part.lease(w) for w in workers}
 
             def scan(part: PartitionKeys = part) -> list[tuple[bytes, list[bytes]]]:
                 found = list(f.client.scan_iter(match=part.lease_pattern, count=1000))

@@ -858,7 +858,7 @@ class RedisFrontier:
             return self.split.check_finished(keep_alive=keep_alive, wait=wait)
         def run() -> list[Any]:
             # the workers on record, read first: the script takes their leases in KEYS
-            workers = [_text(w) for w in self.client.zrange(self.keys.workers, 0, -1)]
+            workers = self.client.zrange(self.keys.workers, 0, -1)  # bytes: keys as they are
             return self._script(
                 "CHECK_FINISHED",
                 [self.keys.workers, self.keys.seeding, self.keys.state,
