@@ -168,7 +168,9 @@ class LocalCluster:
 
     def kill(self, port: int) -> None:
         """SIGKILL one node, as a crash: no shutdown, no last write."""
-        os.kill(int(redis.Redis(port=port).info("server")["process_id"]), signal.SIGKILL)
+        pid = int(redis.Redis(port=port).info("server")["process_id"])
+        os.kill(pid, signal.SIGKILL)
+        _wait_exited(pid)
 
     def start_node(self, port: int) -> None:
         """Start a node that was killed, from its own directory (nodes.conf, AOF)."""
@@ -177,10 +179,15 @@ class LocalCluster:
     def restart(self, port: int) -> None:
         """Shut one master down (its append-only file and nodes.conf kept) and start it
         again: it comes back with its slots and its data."""
+        node = redis.Redis(port=port, socket_timeout=5)
+        pid = int(node.info("server")["process_id"])
         try:
-            redis.Redis(port=port, socket_timeout=5).shutdown(save=False)
+            node.shutdown(save=False)
         except redis.ConnectionError:
             pass  # SHUTDOWN closes the connection
+        # the old process holds a lock on nodes.conf until it has exited: a node started
+        # before then refuses it ("already used by a different Redis Cluster node")
+        _wait_exited(pid)
         self._start_node(port)
         self.wait_ok()
 
@@ -190,3 +197,17 @@ class LocalCluster:
                 redis.Redis(port=port, socket_timeout=2).shutdown(nosave=True)
             except redis.RedisError:
                 pass  # gone already (shutdown closes the connection)
+
+
+def _wait_exited(pid: int) -> None:
+    """Until process ``pid`` has exited (a zombie nobody reaps counts as exited)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return
+        except FileNotFoundError:
+            return
+        time.sleep(0.02)
+    raise RuntimeError(f"redis-server {pid} did not exit after SHUTDOWN")
