@@ -137,23 +137,42 @@ def _script_calls(node) -> int:
     return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("evalsha", "eval"))
 
 
+HOSTS = [f"host{n}.example" for n in range(64)]
+
+
+def _three_masters_and_a_spare(directory: Path) -> tuple[LocalCluster, int]:
+    """A running 3-master cluster, and a free port for a 4th master to join."""
+    nodes = LocalCluster(directory, cluster_ports(4)[:3])
+    spare = cluster_ports(1)[0]
+    nodes.start()
+    return nodes, spare
+
+
+def _seeded(nodes: LocalCluster, keys: CrawlKeys, worker: str, count: int) -> RedisFrontier:
+    """A new crawl of ``count`` start requests (b"r<n>") over 64 hosts, fed by ``worker``."""
+    frontier = RedisFrontier(connect(nodes.urls[0]), keys, worker, url=nodes.urls[0])
+    frontier.open(fresh=True)
+    frontier.set_seeding(True)
+    frontier.flush([(fp(n), HOSTS[n % 64], 0, b"r%d" % n) for n in range(count)])
+    frontier.set_seeding(False)
+    return frontier
+
+
+def _holds_partitions(port: int, keys: CrawlKeys) -> bool:
+    """Whether the master on ``port`` holds keys of the crawl's partitions."""
+    return any(redis.Redis(port=port).scan_iter(match=keys.partitions_pattern, count=1000))
+
+
 def test_a_crawl_stopped_resharded_onto_a_new_master_and_resumed_loses_nothing(
         tmp_path: Path, key_prefix):
     """Scaling out between runs, as the README says: a worker leaves mid-crawl (leases
     handed back), a 4th master joins and takes a share of the slots with their keys
     (`redis-cli --cluster rebalance`), and a worker of the next run, through a new
     client, finishes the crawl: every request once, and the new master holds partitions."""
-    nodes = LocalCluster(tmp_path / "scaled", cluster_ports(4)[:3])
-    spare = cluster_ports(1)[0]
-    nodes.start()
+    nodes, spare = _three_masters_and_a_spare(tmp_path / "scaled")
     try:
         keys = CrawlKeys(key_prefix, "spider")
-        first = RedisFrontier(connect(nodes.urls[0]), keys, "w1", url=nodes.urls[0])
-        first.open(fresh=True)
-        first.set_seeding(True)
-        hosts = [f"host{n}.example" for n in range(64)]
-        first.flush([(fp(n), hosts[n % 64], 0, b"r%d" % n) for n in range(400)])
-        first.set_seeding(False)
+        first = _seeded(nodes, keys, "w1", 400)
         done = first.flush(pop=50).popped
         first.flush(acks=[lease for lease, _ in done])  # crawled
         got = [blob for _, blob in done]
@@ -163,8 +182,7 @@ def test_a_crawl_stopped_resharded_onto_a_new_master_and_resumed_loses_nothing(
         first.client.close()
 
         nodes.add_master(spare)
-        new_master = redis.Redis(port=spare)
-        assert sum(1 for _ in new_master.scan_iter(match=keys.partitions_pattern, count=1000)) > 0
+        assert _holds_partitions(spare, keys)
 
         second = RedisFrontier(connect(nodes.urls[-1]), keys, "w2", url=nodes.urls[-1])
         assert second.open(fresh=False) == "resumed"
@@ -186,18 +204,11 @@ def test_a_crawl_resharded_onto_a_new_master_while_it_runs_loses_nothing(tmp_pat
     and retried. Two workers lease, crawl (a child pushed for each start request) and
     acknowledge, slowly, while a 4th master joins and takes a share of the slots with
     their keys; then they finish: every request leased and acknowledged once."""
-    nodes = LocalCluster(tmp_path / "live", cluster_ports(4)[:3])
-    spare = cluster_ports(1)[0]
-    nodes.start()
+    nodes, spare = _three_masters_and_a_spare(tmp_path / "live")
     try:
         keys = CrawlKeys(key_prefix, "spider")
-        seeder = RedisFrontier(connect(nodes.urls[0]), keys, "seed", url=nodes.urls[0])
-        seeder.open(fresh=True)
-        seeder.set_seeding(True)
-        hosts = [f"host{n}.example" for n in range(64)]
         starts = 600
-        seeder.flush([(fp(n), hosts[n % 64], 0, b"r%d" % n) for n in range(starts)])
-        seeder.set_seeding(False)
+        seeder = _seeded(nodes, keys, "seed", starts)
         got: list[bytes] = []
         moved, errors = threading.Event(), []
 
@@ -212,7 +223,7 @@ def test_a_crawl_resharded_onto_a_new_master_while_it_runs_loses_nothing(tmp_pat
                     blobs = [blob for _, blob in result.popped]
                     got.extend(blobs)
                     acks = [lease for lease, _ in result.popped]
-                    children = [(fp(10_000 + int(b[1:])), hosts[int(b[1:]) % 64], 0, b"c" + b[1:])
+                    children = [(fp(10_000 + int(b[1:])), HOSTS[int(b[1:]) % 64], 0, b"c" + b[1:])
                                 for b in blobs if b.startswith(b"r")]
                     if not blobs and not children:
                         if f.check_finished().finished:
@@ -236,8 +247,7 @@ def test_a_crawl_resharded_onto_a_new_master_while_it_runs_loses_nothing(tmp_pat
         assert during < 2 * starts  # the move happened while the crawl ran
         assert sorted(got) == sorted([b"r%d" % n for n in range(starts)] +
                                      [b"c%d" % n for n in range(starts)])
-        new_master = redis.Redis(port=spare)
-        assert sum(1 for _ in new_master.scan_iter(match=keys.partitions_pattern, count=1000)) > 0
+        assert _holds_partitions(spare, keys)
         assert seeder.status()["state"]["status"] == "done"
     finally:
         nodes.stop()

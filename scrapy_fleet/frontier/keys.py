@@ -99,7 +99,7 @@ class PartitionKeys:
 
     @property
     def heads(self) -> str:
-        """The HASH of each non-empty queue's head score and length (scripts.py)."""
+        """The HASH of each non-empty queue's head score (scripts.py)."""
         return self.base + "heads"
 
     # the keys per slot and per worker: callers name them, scripts take them in KEYS

@@ -720,7 +720,7 @@ local s = redis.call('HMGET', KEYS[1], 'id', 'partitions', 'claimed', 'heads')
 return {s[1], s[2], s[3] or '', s[4] or ''}
 """
 
-# Record the head and length of each declared queue in `heads` (a crawl made before
+# Record the head score of each declared queue in `heads` (a crawl made before
 # `heads` existed, its queues found by the caller's SCAN), and put its slot where it
 # belongs. Safe to run again.   Returns how many queues were recorded.
 RECORD_HEADS = PRELUDE + r"""
